@@ -1,0 +1,39 @@
+# The two commands: `make demo` runs the main job, `make test` runs the tests.
+# Both install what they need (tools/bootstrap.sh): uv, the Python packages, and Debian
+# packages when run as root.
+SHELL := /bin/bash
+UV := $(CURDIR)/.tools/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := python3
+
+.PHONY: demo test deps lint typecheck pytest bench clean
+
+deps:
+	@sh tools/bootstrap.sh
+	@$(UV) sync --frozen --quiet
+
+demo: deps
+	@bash examples/demo.sh
+
+test: deps
+	@sh tools/bootstrap.sh postgres
+	$(MAKE) --no-print-directory lint typecheck pytest
+
+lint:
+	$(UV) run --frozen ruff check src tests bench
+	$(UV) run --frozen ruff format --check src tests bench
+
+typecheck:
+	$(UV) run --frozen mypy
+
+pytest:
+	$(UV) run --frozen pytest -q
+
+bench: deps
+	$(UV) run --frozen python bench/bench_scheduler.py
+	$(UV) run --frozen python bench/bench_e2e.py
+	$(UV) run --frozen python bench/bench_api.py
+	$(UV) run --frozen python bench/bench_memory.py
+
+clean:
+	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,76 @@
+"""The REST API application factory: `create_app(engine)` builds a FastAPI app per engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import APIRouter, Depends, FastAPI
+
+from stratus.api import events, hosts, vms
+from stratus.api.auth import TokenVerifier, require_token
+from stratus.api.deps import StoreReader
+from stratus.api.errors import install_error_handlers
+from stratus.api.schemas import HealthOut
+from stratus.api.views import JsonResponse
+from stratus.engine.core import Engine
+
+__all__ = ["API_PREFIX", "create_app", "stratus_version"]
+
+API_PREFIX = "/api/v1"
+
+
+@cache
+def stratus_version() -> str:
+    try:
+        return version("stratus")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0.0.0+unknown"
+
+
+health_router = APIRouter(tags=["health"])
+
+
+@health_router.get("/health", response_model=HealthOut, summary="Is the daemon up?")
+async def health() -> JsonResponse:
+    """Answers without authentication, for load balancers and `stratus serve` scripts."""
+    return JsonResponse({"status": "ok", "version": stratus_version()})
+
+
+def create_app(engine: Engine, *, manage_engine: bool = True, read_threads: int = 8) -> FastAPI:
+    """The API over `engine`; with `manage_engine` the app starts and stops the engine.
+
+    `read_threads` bounds the threads that run store reads for requests.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if manage_engine:
+            await engine.start()
+        try:
+            yield
+        finally:
+            if manage_engine:
+                await engine.stop()
+
+    app = FastAPI(
+        title="Stratus",
+        version=stratus_version(),
+        description="Hybrid-cloud virtual infrastructure manager: VMs, hosts and events.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+        default_response_class=JsonResponse,
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.state.reader = StoreReader(engine.store, read_threads)
+    app.state.token_verifier = TokenVerifier()
+    install_error_handlers(app)
+    app.include_router(health_router, prefix=API_PREFIX)
+    authenticated = [Depends(require_token)]
+    for module in (vms, hosts, events):
+        app.include_router(module.router, prefix=API_PREFIX, dependencies=authenticated)
+    return app

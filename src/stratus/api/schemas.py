@@ -1,0 +1,271 @@
+"""Pydantic schemas of the REST API: request bodies (validated) and responses (documented).
+
+Responses are built as plain dicts by `views.py`; the models here give the OpenAPI
+document its shapes and keep both honest through a test.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
+from pydantic.json_schema import WithJsonSchema
+
+from stratus.model.errors import InvalidInput
+from stratus.model.lifecycle import Action, RecoverMode, VmState
+from stratus.model.records import HostState
+from stratus.model.units import parse_size_mb
+
+__all__ = [
+    "MAX_ID",
+    "ErrorBody",
+    "ErrorOut",
+    "EventOut",
+    "EventPage",
+    "HealthOut",
+    "HistoryOut",
+    "HostDetail",
+    "HostIn",
+    "HostOperation",
+    "HostOut",
+    "HostPage",
+    "OperationIn",
+    "StateChangeOut",
+    "SubmitIn",
+    "SubmitOut",
+    "VmDetail",
+    "VmOut",
+    "VmPage",
+    "VmRef",
+]
+
+#: Largest id a database column holds (signed 64-bit); larger ones cannot exist.
+MAX_ID = 2**63 - 1
+MAX_TEMPLATE = 1024 * 1024  # characters of a template (1 MB)
+MAX_HOST_MEMORY = 1024**3  # MB (1 PiB)
+MAX_HOST_CPU = 1_000_000.0
+NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+SIZE_PATTERN = r"^\s*[0-9]+(\.[0-9]+)?\s*([BbKkMmGgTt]|[KkMmGgTt][Ii]?[Bb])?\s*$"
+
+HostName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+LabelKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+OptionKey = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+ShortText = Annotated[str, StringConstraints(max_length=1024)]
+OptionValue = (
+    Annotated[str, StringConstraints(max_length=4096)]
+    | bool
+    | Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+    | Annotated[float, Field(allow_inf_nan=False)]
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- requests -----------------------------------------------------------------------------
+class SubmitIn(_Strict):
+    """A VM template to submit, `count` times."""
+
+    template: str = Field(max_length=MAX_TEMPLATE, description="the template text (max 1 MB)")
+    format: Literal["auto", "classic", "yaml", "json"] = "auto"
+    hold: bool = Field(default=False, description="keep the VMs out of scheduling until released")
+    count: int = Field(default=1, ge=1, le=1000, description="how many VMs to create")
+
+
+class OperationIn(_Strict):
+    """Arguments of a VM operation; each operation reads the ones it needs."""
+
+    host: HostName | None = Field(default=None, description="target host (deploy, migrate)")
+    hard: bool = Field(default=False, description="skip the graceful step (terminate, poweroff...)")
+    live: bool = Field(default=False, description="live migration (migrate)")
+    mode: RecoverMode | None = Field(default=None, description="recover mode (default: retry)")
+
+
+def _memory_mb(value: object) -> int:
+    if not isinstance(value, int | float | str) or isinstance(value, bool):
+        raise ValueError("memory must be a number of MB or a size like 16G")
+    try:
+        mb = parse_size_mb(value, what="memory")
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from exc
+    if not 1 <= mb <= MAX_HOST_MEMORY:
+        raise ValueError(f"memory must be between 1 MB and {MAX_HOST_MEMORY} MB")
+    return mb
+
+
+MemorySize = Annotated[
+    int,
+    BeforeValidator(_memory_mb),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": MAX_HOST_MEMORY},
+                {"type": "string", "pattern": SIZE_PATTERN, "maxLength": 32},
+            ],
+            "description": "MB, or a size with a unit like 512M, 16G, 1T",
+        }
+    ),
+]
+
+
+def _not_all_digits(name: str) -> str:
+    if name.isdigit():  # `GET /hosts/{ref}` reads a numeric ref as an id
+        raise ValueError("a host name must not be all digits (it would read as a host id)")
+    return name
+
+
+class HostIn(_Strict):
+    """A host to add to the pool."""
+
+    name: Annotated[HostName, AfterValidator(_not_all_digits)]
+    driver: str = Field(min_length=1, max_length=64, description="driver name, e.g. dummy")
+    cpu: float = Field(gt=0, le=MAX_HOST_CPU, allow_inf_nan=False, description="physical CPUs")
+    memory: MemorySize
+    labels: dict[LabelKey, ShortText] = Field(
+        default_factory=dict, max_length=256, description="KEY=VALUE labels (keys upper-cased)"
+    )
+    options: dict[OptionKey, OptionValue] = Field(
+        default_factory=dict, max_length=256, description="driver options"
+    )
+
+
+class HostOperation(StrEnum):
+    ENABLE = "enable"
+    DISABLE = "disable"
+    OFFLINE = "offline"
+
+
+# -- responses ----------------------------------------------------------------------------
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+    version: str
+
+
+class ErrorBody(BaseModel):
+    """The error; extra fields carry details (`state`, `allowed`, `errors`, `line`...)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = Field(description="the error class, e.g. IllegalOperation")
+    message: str
+    hint: str | None = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
+
+
+class VmOut(BaseModel):
+    id: int
+    name: str
+    state: VmState
+    action: Action | None
+    failed_state: VmState | None
+    reason: str
+    host: str | None = Field(description="name of the host it occupies")
+    host_id: int | None
+    cpu: float
+    vcpu: int
+    memory: int = Field(description="MB")
+    user_priority: int
+    requirements: str
+    rank: str
+    deploy_id: str | None
+    resched: bool
+    created: datetime
+    updated: datetime
+    version: int
+
+
+class SubmitOut(BaseModel):
+    vms: list[VmOut]
+    warnings: list[str]
+
+
+class VmPage(BaseModel):
+    items: list[VmOut]
+    next: int | None = Field(description="pass as `after` for the next page; null at the end")
+
+
+class HistoryOut(BaseModel):
+    seq: int
+    host: str
+    start: datetime
+    end: datetime | None
+    reason: str
+    end_reason: str
+
+
+class StateChangeOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    from_: str = Field(alias="from")
+    to: str
+    reason: str
+    time: datetime
+
+
+class VmDetail(VmOut):
+    template: dict[str, Any]
+    history: list[HistoryOut]
+    events: list[StateChangeOut] = Field(description="the last 50 state changes, oldest first")
+    allowed_operations: list[str]
+
+
+class _HostBase(BaseModel):
+    id: int
+    name: str
+    driver: str
+    state: HostState
+    reason: str
+    cpu: float
+    memory: int = Field(description="MB")
+    used_cpu: float
+    used_memory: int
+    free_cpu: float
+    free_memory: int
+    labels: dict[str, str]
+    options: dict[str, Any] = Field(description="driver options; secret-looking values masked")
+    monitoring: dict[str, Any]
+    last_monitored: datetime | None
+    created: datetime
+    version: int
+
+
+class HostOut(_HostBase):
+    vms: int = Field(description="number of VMs placed on it")
+
+
+class HostPage(BaseModel):
+    items: list[HostOut]
+    next: int | None
+
+
+class VmRef(BaseModel):
+    id: int
+    name: str
+    state: VmState
+
+
+class HostDetail(_HostBase):
+    vms: list[VmRef] = Field(description="the VMs placed on it")
+    events: list[StateChangeOut] = Field(description="the last 50 state changes, oldest first")
+
+
+class EventOut(StateChangeOut):
+    id: int
+    object_type: str
+    object_id: int
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next: int | None

@@ -1,0 +1,105 @@
+"""VM routes: submit, list, show, and one route for every life-cycle operation.
+
+Reads run in the StoreReader's threads (the blocking store never stalls the engine's
+event loop); changes go through the engine.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query
+from fastapi.responses import Response
+
+from stratus.api.deps import (
+    After,
+    EngineDep,
+    Limit,
+    ReaderDep,
+    VmId,
+    host_ref,
+    recent_events,
+)
+from stratus.api.errors import ERROR_RESPONSES
+from stratus.api.schemas import (
+    NAME_PATTERN,
+    OperationIn,
+    SubmitIn,
+    SubmitOut,
+    VmDetail,
+    VmOut,
+    VmPage,
+)
+from stratus.api.views import JsonResponse, build_items, page_view, vm_detail_view, vm_view
+from stratus.model.lifecycle import Operation, VmState
+from stratus.store import Store
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/vms", tags=["vms"], responses=ERROR_RESPONSES)
+
+
+@router.post("", status_code=201, response_model=SubmitOut, summary="Submit a VM template")
+async def submit_vms(engine: EngineDep, body: SubmitIn) -> Response:
+    """Parse and validate the template, then create `count` VMs (PENDING, or HOLD)."""
+    result = await engine.submit(body.template, fmt=body.format, hold=body.hold, count=body.count)
+    return JsonResponse(
+        {"vms": [vm_view(vm) for vm in result.vms], "warnings": result.warnings}, status_code=201
+    )
+
+
+@router.get("", response_model=VmPage, summary="List VMs, a page at a time")
+async def list_vms(
+    reader: ReaderDep,
+    state: Annotated[VmState | None, Query(description="only VMs in this state")] = None,
+    host: Annotated[
+        str | None, Query(pattern=NAME_PATTERN, description="only VMs on this host (name or id)")
+    ] = None,
+    limit: Limit = 1000,
+    after: After = None,
+) -> Response:
+    """VMs in id order; pass the answer's `next` as `after` to get the following page."""
+    return await reader.run(_vm_page, state, host, limit, after or 0)
+
+
+def _vm_page(
+    store: Store, state: VmState | None, host: str | None, limit: int, after: int
+) -> Response:
+    host_id = store.get_host(host_ref(host)).id if host is not None else None
+    vms = store.list_vms(state=state, host_id=host_id, limit=limit, after_id=after)
+    return JsonResponse(page_view(build_items(vms, vm_view), limit))
+
+
+@router.get("/{vm_id}", response_model=VmDetail, summary="Show a VM")
+async def show_vm(reader: ReaderDep, vm_id: VmId) -> Response:
+    """A VM with its template, placement history, recent events and allowed operations."""
+    return await reader.run(_vm_detail, vm_id)
+
+
+def _vm_detail(store: Store, vm_id: int) -> Response:
+    vm = store.get_vm(vm_id)
+    history = store.history(vm_id)
+    return JsonResponse(vm_detail_view(vm, history, recent_events(store, "vm", vm_id)))
+
+
+@router.post(
+    "/{vm_id}/{operation}",
+    status_code=202,
+    response_model=VmOut,
+    summary="Request a life-cycle operation",
+)
+async def operate_vm(
+    engine: EngineDep,
+    vm_id: VmId,
+    operation: Operation,
+    body: Annotated[OperationIn | None, Body()] = None,
+) -> Response:
+    """Accept the operation (409 with the state and the allowed operations if it is illegal).
+
+    The engine carries it out in the background: follow the VM's state to see it finish.
+    """
+    args = body or OperationIn()
+    vm = await engine.operate(
+        vm_id, operation, host=args.host, hard=args.hard, live=args.live, recover=args.mode
+    )
+    return JsonResponse(vm_view(vm), status_code=202)

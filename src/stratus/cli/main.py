@@ -1,0 +1,107 @@
+"""The `stratus` command: `serve` runs the daemon; `vm` and `host` talk to it over HTTP."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from stratus.cli.client import ClientError, default_data_dir
+from stratus.cli.host import host_app
+from stratus.cli.output import print_error
+from stratus.cli.vm import vm_app
+from stratus.model.errors import StratusError
+
+__all__ = ["app"]
+
+
+class _StratusGroup(TyperGroup):
+    """Reports expected errors as a red message and hint (exit 1), never a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:  # ctx: the click Context that Typer vendors
+        try:
+            return super().invoke(ctx)
+        except (ClientError, StratusError) as exc:
+            print_error(exc.message, exc.hint)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    name="stratus",
+    cls=_StratusGroup,
+    help="Stratus: run VMs on a pool of hosts and clouds.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(vm_app, name="vm")
+app.add_typer(host_app, name="host")
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        envvar="STRATUS_DATA_DIR",
+        help="the daemon's data dir [default: ~/.local/share/stratus]",
+        show_default=False,
+    ),
+]
+
+
+@app.callback()
+def main(ctx: typer.Context, data_dir: DataDir = None) -> None:
+    """Stratus: run VMs on a pool of hosts and clouds.
+
+    Commands reach the daemon at STRATUS_URL with STRATUS_TOKEN; when unset, they read
+    the endpoint and admin.token files that `stratus serve` writes in its data dir.
+    """
+    ctx.obj = data_dir
+
+
+class Policy(StrEnum):
+    PACKING = "packing"
+    STRIPING = "striping"
+    LOAD = "load"
+    FIXED = "fixed"
+
+
+Seconds = Annotated[float | None, typer.Option(min=0, show_default=False)]
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    data_dir: DataDir = None,
+    listen: Annotated[str, typer.Option(help="HOST:PORT to serve the API on")] = "127.0.0.1:8421",
+    db: Annotated[
+        str | None,
+        typer.Option(help="database URL [default: SQLite in the data dir]", show_default=False),
+    ] = None,
+    policy: Annotated[
+        Policy | None, typer.Option(help="placement policy [default: packing]", show_default=False)
+    ] = None,
+    schedule_interval: Seconds = None,
+    monitor_interval: Seconds = None,
+    pending_timeout: Seconds = None,
+) -> None:
+    """Run the daemon: engine loops and REST API, until Ctrl-C or SIGTERM.
+
+    At start it writes <data dir>/endpoint and <data dir>/admin.token, which the other
+    commands read when STRATUS_URL and STRATUS_TOKEN are unset.
+    """
+    from stratus import daemon  # the daemon stack is heavy: import it only to serve
+    from stratus.engine.config import EngineConfig
+    from stratus.scheduler import SchedulerConfig
+
+    intervals = {
+        "schedule_interval": schedule_interval,
+        "monitor_interval": monitor_interval,
+        "pending_timeout": pending_timeout,
+    }
+    settings: dict[str, Any] = {key: value for key, value in intervals.items() if value is not None}
+    if policy is not None:
+        settings["scheduler"] = SchedulerConfig(policy=policy.value)
+    directory = data_dir or ctx.obj or default_data_dir()
+    daemon.run(directory, listen, db, EngineConfig(**settings))

@@ -1,0 +1,107 @@
+"""Wiring: config -> store -> engine -> API server, in one process (`stratus serve`)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import socket
+from pathlib import Path
+
+import uvicorn
+
+from stratus.api.app import create_app
+from stratus.engine.config import EngineConfig
+from stratus.engine.core import Engine
+from stratus.model.errors import InvalidInput
+from stratus.store import Store, open_store
+
+__all__ = ["ensure_admin_token", "parse_listen", "run", "token_hash"]
+
+log = logging.getLogger("stratus")
+TOKEN_FILE = "admin.token"
+ENDPOINT_FILE = "endpoint"
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def ensure_admin_token(store: Store, data_dir: Path) -> str:
+    """Create the admin token at first start (file mode 0600); keep it afterwards."""
+    path = data_dir / TOKEN_FILE
+    if path.exists():
+        token = path.read_text().strip()
+    else:
+        token = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+    if not store.token_exists(token_hash(token)):
+        store.add_token(f"admin-{token_hash(token)[:8]}", token_hash(token))
+    return token
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise InvalidInput(f"--listen {listen!r} is not HOST:PORT", hint="e.g. 127.0.0.1:8421")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise InvalidInput(
+            f"cannot listen on {host}:{port}: {exc.strerror}",
+            hint="choose another --listen port, or stop the daemon already using it",
+        ) from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _setup_logging(data_dir: Path) -> None:
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in (logging.FileHandler(data_dir / "stratus.log"), logging.StreamHandler()):
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+
+
+def run(data_dir: Path, listen: str, db_url: str | None, config: EngineConfig) -> None:
+    """Run the daemon until SIGINT/SIGTERM; the engine stops with the server."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _setup_logging(data_dir)
+    host, port = parse_listen(listen)
+    sock = _bind(host, port)
+    url = db_url or f"sqlite:///{data_dir / 'stratus.db'}"
+    store = open_store(url)
+    try:
+        ensure_admin_token(store, data_dir)
+        engine = Engine(store, config=config, data_dir=data_dir)
+        bound_host, bound_port = sock.getsockname()[:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        endpoint = f"http://{shown}:{bound_port}"
+        (data_dir / ENDPOINT_FILE).write_text(endpoint + "\n")
+        log.info("stratus serving on %s (data dir %s, store %s)", endpoint, data_dir, store.dialect)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(engine),
+                log_level="warning",
+                access_log=False,
+                timeout_graceful_shutdown=10,
+            )
+        )
+        server.run(sockets=[sock])
+    finally:
+        (data_dir / ENDPOINT_FILE).unlink(missing_ok=True)
+        sock.close()
+        store.close()

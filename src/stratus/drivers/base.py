@@ -1,0 +1,147 @@
+"""What every driver implements: typed inputs and outputs, capabilities with reasons.
+
+Drivers are floor 2: they know stratus.model only. One driver object serves every host
+of its kind; the host it acts on is passed in each call as a `HostInfo`. The engine wraps
+every call in a deadline, so a driver may block on its outside system but never forever.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar
+
+from stratus.model.errors import Unsupported
+
+__all__ = [
+    "DeploySpec",
+    "Driver",
+    "HostInfo",
+    "InstanceInfo",
+    "InstanceState",
+    "ProbeResult",
+]
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """The host a call acts on, as the driver needs it (no store objects)."""
+
+    id: int
+    name: str
+    options: dict[str, Any]  # driver options given at `host add` (latency, endpoint...)
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class DeploySpec:
+    """Everything a hypervisor needs to start one instance."""
+
+    request_id: str  # idempotency key: the same id never creates two instances
+    vm_id: int
+    name: str
+    cpu: float  # fraction of physical CPUs
+    vcpu: int
+    memory: int  # MB
+    template: dict[str, Any]  # the full template (DISK, NIC, CONTEXT, provider sections)
+    checkpoint: str | None = None  # restore from this saved state instead of booting
+
+
+class InstanceState(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"  # suspended in place
+    OFF = "off"  # powered off (from inside the guest, or by poweroff)
+    ERROR = "error"  # the hypervisor reports a failure
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    deploy_id: str  # the driver's own id of the instance
+    state: InstanceState
+    cpu_usage: float = 0.0  # physical CPUs in use
+    memory_usage: int = 0  # MB in use
+    address: str | None = None  # an address to reach it, when the driver knows one
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What a host probe measured."""
+
+    cpu: float  # physical CPUs
+    memory: int  # MB total
+    free_memory: int  # MB free
+    load: float = 0.0  # 1-minute load average
+    attributes: dict[str, str] = field(default_factory=dict)  # HYPERVISOR, ARCH, ...
+    instances: dict[str, InstanceInfo] = field(default_factory=dict)  # deploy_id -> info
+
+
+class Driver(ABC):
+    """A hypervisor (or cloud) driver and its host probe.
+
+    `unsupported` maps an operation name to the reason the driver cannot do it; the
+    engine refuses such operations before calling (`check_supported`).
+    """
+
+    name: ClassVar[str]
+    unsupported: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, data_dir: Path) -> None:
+        #: where the driver may keep its own state files (under the daemon's data dir)
+        self.data_dir = data_dir
+
+    def check_supported(self, operation: str) -> None:
+        """Raise Unsupported, with the driver's reason, for an operation it cannot do."""
+        reason = self.unsupported.get(operation)
+        if reason is not None:
+            raise Unsupported(f"the {self.name} driver cannot {operation}: {reason}")
+
+    @abstractmethod
+    async def probe(self, host: HostInfo) -> ProbeResult:
+        """Measure the host and list its instances; HostUnreachable if it does not answer."""
+
+    async def prepare(self, host: HostInfo, spec: DeploySpec) -> None:  # noqa: B027
+        """Stage what the instance needs on the host before it boots (PROLOG)."""
+
+    @abstractmethod
+    async def deploy(self, host: HostInfo, spec: DeploySpec) -> InstanceInfo:
+        """Start (or restore) an instance; idempotent on spec.request_id."""
+
+    @abstractmethod
+    async def shutdown(self, host: HostInfo, deploy_id: str, timeout: float) -> None:
+        """Ask the guest to shut down; raise DriverTimeout if it is still up after `timeout`."""
+
+    @abstractmethod
+    async def destroy(self, host: HostInfo, deploy_id: str) -> None:
+        """Hard power-off and remove the instance; an instance already gone is success."""
+
+    @abstractmethod
+    async def reboot(self, host: HostInfo, deploy_id: str, hard: bool) -> None:
+        """Reboot through the guest, or reset it when `hard`."""
+
+    @abstractmethod
+    async def suspend(self, host: HostInfo, deploy_id: str) -> None:
+        """Save the instance's memory state on the host and stop it."""
+
+    @abstractmethod
+    async def resume(self, host: HostInfo, deploy_id: str) -> InstanceInfo:
+        """Restore a suspended instance."""
+
+    @abstractmethod
+    async def save(self, host: HostInfo, deploy_id: str) -> str:
+        """Save the memory state for a stop or cold migration; returns the checkpoint."""
+
+    @abstractmethod
+    async def live_migrate(
+        self, source: HostInfo, deploy_id: str, target: HostInfo
+    ) -> InstanceInfo:
+        """Move a running instance to `target` without stopping it."""
+
+    @abstractmethod
+    async def cleanup(self, host: HostInfo, request_id: str, deploy_id: str | None) -> None:
+        """Remove whatever an instance or a half-made deploy left on the host; idempotent."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; called when the daemon stops."""

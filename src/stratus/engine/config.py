@@ -1,0 +1,31 @@
+"""Engine settings: loop intervals, deadlines and scheduler policy, with sane defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stratus.scheduler import SchedulerConfig
+
+__all__ = ["EngineConfig", "Timeouts"]
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Deadlines (seconds) of driver calls; every outside call has one."""
+
+    probe: float = 20.0
+    deploy: float = 300.0
+    shutdown: float = 60.0  # graceful shutdown; then a hard destroy
+    operation: float = 120.0  # everything else (suspend, save, destroy, reboot...)
+    migrate: float = 600.0
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    schedule_interval: float = 1.0  # seconds between scheduling cycles (also woken on submit)
+    monitor_interval: float = 10.0  # seconds between probes of one host
+    dispatch_concurrency: int = 1000  # driver operations in flight at once
+    pending_timeout: float = 0.0  # fail a VM that waited this long for a host; 0 = never
+    batch_window: float = 0.005  # group-commit window for state changes

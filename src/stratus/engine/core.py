@@ -1,0 +1,186 @@
+"""The engine facade: what the API calls to change things, and the loops it runs.
+
+Reads go straight to the store (`engine.store`); every change goes through here so that
+it is checked against the life-cycle and wakes the loop that acts on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from stratus.engine.batcher import ChangeBatcher
+from stratus.engine.config import EngineConfig
+from stratus.engine.dispatch import Dispatcher
+from stratus.engine.drivers import DriverSet
+from stratus.engine.monitor import Monitor
+from stratus.engine.operations import build_vms, check_driver, host_change, operation_change
+from stratus.engine.runner import DbRunner
+from stratus.engine.scheduling import SchedulerLoop
+from stratus.model.errors import Conflict, InvalidInput
+from stratus.model.lifecycle import Operation, RecoverMode
+from stratus.model.records import Host, Vm
+from stratus.store import Store
+
+__all__ = ["Engine", "HostOp", "SubmitResult"]
+
+log = logging.getLogger(__name__)
+HostOp = Literal["enable", "disable", "offline"]
+_RETRIES = 5  # conditional writes retried after a concurrent change
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    vms: list[Vm]
+    warnings: list[str]
+
+
+class Engine:
+    """Wires store, drivers and loops; `start()` runs the loops on the current event loop."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        config: EngineConfig | None = None,
+        data_dir: Path,
+        drivers: DriverSet | None = None,
+    ) -> None:
+        self.store = store
+        self.config = config or EngineConfig()
+        self.data_dir = data_dir
+        self.drivers = drivers or DriverSet(data_dir)
+        self.db = DbRunner(store)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._batcher: ChangeBatcher | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.scheduler: SchedulerLoop | None = None
+        self.monitor: Monitor | None = None
+
+    # -- lifecycle of the engine itself ------------------------------------------------
+    async def start(self) -> None:
+        batcher = ChangeBatcher(self.db, self.config.batch_window)
+        dispatcher = Dispatcher(self.db, batcher, self.drivers, self.config)
+        scheduler = SchedulerLoop(self.db, batcher, self.drivers, self.config, dispatcher.wake)
+        monitor = Monitor(
+            self.db, batcher, self.drivers, self.config, dispatcher.busy, scheduler.wake
+        )
+        batcher.start()
+        self._batcher, self.dispatcher, self.scheduler, self.monitor = (
+            batcher,
+            dispatcher,
+            scheduler,
+            monitor,
+        )
+        for name, loop in (
+            ("dispatcher", dispatcher.run),
+            ("scheduler", scheduler.run),
+            ("monitor", monitor.run),
+        ):
+            self._tasks.append(asyncio.create_task(loop(), name=name))
+        log.info("engine started")
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self.dispatcher:
+            await self.dispatcher.stop()
+        if self.monitor:
+            await self.monitor.stop()
+        if self._batcher:
+            await self._batcher.stop()
+        await self.drivers.close()
+        self.db.close()
+        log.info("engine stopped")
+
+    def _wake_all(self) -> None:
+        for loop in (self.scheduler, self.dispatcher):
+            if loop is not None:
+                loop.wake()
+
+    # -- VMs -------------------------------------------------------------------------------
+    async def submit(
+        self, text: str, *, fmt: str = "auto", hold: bool = False, count: int = 1
+    ) -> SubmitResult:
+        """Parse and validate a template, store `count` VMs as PENDING (or HOLD)."""
+        new, warnings = build_vms(text, fmt=fmt, hold=hold, count=count)
+        vms = await self.db.call(self.store.create_vms, new)
+        if self.scheduler and not hold:
+            self.scheduler.wake()
+        return SubmitResult(vms=vms, warnings=warnings)
+
+    async def operate(
+        self,
+        vm_id: int,
+        operation: Operation,
+        *,
+        host: str | None = None,
+        hard: bool = False,
+        live: bool = False,
+        recover: RecoverMode | None = None,
+    ) -> Vm:
+        """Accept an operation (IllegalOperation/409 if the state forbids it) and return the VM."""
+        for _ in range(_RETRIES):
+            vm = await self.db.call(self.store.get_vm, vm_id)
+            change = await operation_change(
+                self.db,
+                self.drivers,
+                vm,
+                operation,
+                host=host,
+                hard=hard,
+                live=live,
+                recover=recover,
+            )
+            result = (await self.db.call(self.store.apply, [change]))[0]
+            if isinstance(result, Conflict):
+                continue  # the engine moved it meanwhile: check again on the fresh record
+            self._wake_all()
+            return result
+        raise Conflict(f"VM {vm_id} keeps changing", hint="wait a moment and try again")
+
+    # -- hosts -----------------------------------------------------------------------------
+    async def add_host(
+        self,
+        name: str,
+        driver: str,
+        *,
+        cpu: float,
+        memory: int,
+        labels: dict[str, str],
+        options: dict[str, Any],
+    ) -> Host:
+        check_driver(driver)
+        if cpu <= 0 or memory <= 0:
+            raise InvalidInput("a host needs a positive CPU count and memory size")
+        labels = {k.upper(): str(v) for k, v in labels.items()}
+        options = {"cpu": cpu, "memory": memory, **options}
+        host = await self.db.call(self.store.add_host, name, driver, cpu, memory, labels, options)
+        if self.monitor:
+            self.monitor.wake(host.id)
+        return host
+
+    async def host_operation(self, ref: int | str, op: HostOp) -> Host:
+        for _ in range(_RETRIES):
+            host = await self.db.call(self.store.get_host, ref)
+            state, reason = host_change(host, op)
+            try:
+                updated = await self.db.call(
+                    self.store.update_host, host.id, host.version, state=state, reason=reason
+                )
+            except Conflict:
+                continue
+            if self.monitor:
+                self.monitor.wake(host.id)
+            self._wake_all()
+            return updated
+        raise Conflict(f"host {ref} keeps changing", hint="wait a moment and try again")
+
+    async def delete_host(self, ref: int | str) -> None:
+        host = await self.db.call(self.store.get_host, ref)
+        await self.db.call(self.store.delete_host, host.id)

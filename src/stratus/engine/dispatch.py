@@ -1,0 +1,136 @@
+"""The dispatcher: walks every VM that has driver work through its life-cycle.
+
+Level-triggered: it looks in the store for VMs in a transient state (or with an action)
+that no task of this process is working on, so after a crash or restart it simply finds
+the VMs that were half-way and finishes them; no separate recovery path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from stratus.engine.batcher import ChangeBatcher
+from stratus.engine.config import EngineConfig
+from stratus.engine.drivers import DriverSet, host_info
+from stratus.engine.loop import run_loop
+from stratus.engine.runner import DbRunner
+from stratus.engine.steps import StepContext, run_step
+from stratus.model.errors import Conflict, NotFound, StratusError
+from stratus.model.lifecycle import TRANSIENT_STATES, VmState
+from stratus.model.records import Host, Vm
+from stratus.store import VmChange
+
+__all__ = ["Dispatcher"]
+
+log = logging.getLogger(__name__)
+_IDLE_POLL = 1.0
+_MAX_STEPS = 16  # a VM's walk per task; the next scan picks up anything left
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        db: DbRunner,
+        batcher: ChangeBatcher,
+        drivers: DriverSet,
+        config: EngineConfig,
+        on_change: Callable[[Vm], None] = lambda vm: None,
+    ) -> None:
+        self._db = db
+        self._batcher = batcher
+        self._drivers = drivers
+        self._config = config
+        self._on_change = on_change
+        self._in_flight: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(config.dispatch_concurrency)
+        self._wakeup = asyncio.Event()
+        self._hosts: dict[int, Host] = {}
+        self._first_scan = True
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    def busy(self, vm_id: int) -> bool:
+        """True while a task of this process works on the VM."""
+        return vm_id in self._in_flight
+
+    async def run(self) -> None:
+        await run_loop("dispatcher scan", self._scan, self._wakeup, _IDLE_POLL)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _scan(self) -> None:
+        vms = await self._db.call(
+            self._db.store.vms_with_work, exclude=frozenset(self._in_flight), limit=5000
+        )
+        if self._first_scan and vms:
+            log.info("resuming %d VMs left in transient states", len(vms))
+        self._first_scan = False
+        if not vms:
+            return
+        self._hosts = {h.id: h for h in await self._db.call(self._db.store.all_hosts)}
+        for vm in vms:
+            if vm.id in self._in_flight:
+                continue
+            self._in_flight.add(vm.id)
+            task = asyncio.create_task(self._walk(vm), name=f"vm-{vm.id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _walk(self, vm: Vm) -> None:
+        """Run the VM's steps until it reaches a state without work."""
+        try:
+            async with self._slots:
+                for _ in range(_MAX_STEPS):
+                    if not _has_work(vm):
+                        return
+                    change = await self._step(vm)
+                    try:
+                        vm = await self._batcher.apply(change)
+                    except Conflict:  # changed meanwhile (a user's recover...): re-read
+                        vm = await self._db.call(self._db.store.get_vm, vm.id)
+                        continue
+                    self._on_change(vm)
+        except NotFound:
+            pass
+        except Exception:
+            log.exception("dispatching VM %d failed", vm.id)
+        finally:
+            self._in_flight.discard(vm.id)
+            self._wakeup.set()
+
+    async def _step(self, vm: Vm) -> VmChange:
+        host = self._host(vm.host_id)
+        target = self._host(vm.target_host_id)
+        try:
+            ctx = StepContext(
+                host=host_info(host) if host else None,
+                driver=self._drivers.get(host.driver) if host else None,
+                target=host_info(target) if target else None,
+                target_driver=self._drivers.get(target.driver) if target else None,
+                timeouts=self._config.timeouts,
+            )
+        except StratusError as exc:  # e.g. the host's driver cannot be loaded
+            return VmChange(vm.id, vm.version, VmState.FAILED, str(exc), failed_state=vm.state)
+        return await run_step(vm, ctx)
+
+    def _host(self, host_id: int | None) -> Host | None:
+        if host_id is None:
+            return None
+        host = self._hosts.get(host_id)
+        if host is None:
+            host = self._db.store.get_host(host_id)  # a host added since the last scan
+            self._hosts[host_id] = host
+        return host
+
+
+def _has_work(vm: Vm) -> bool:
+    if vm.state in TRANSIENT_STATES:
+        return True
+    return vm.state is VmState.RUNNING and vm.action is not None

@@ -1,0 +1,173 @@
+"""The monitor loop: probe each host on an interval and reconcile its VMs with what it runs.
+
+A host that stops answering goes to ERROR and its RUNNING VMs to UNKNOWN; when it answers
+again they return to RUNNING (or POWEROFF / FAILED if the instance is off or gone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from stratus.drivers.base import InstanceState, ProbeResult
+from stratus.engine.batcher import ChangeBatcher
+from stratus.engine.config import EngineConfig
+from stratus.engine.drivers import DriverSet, host_info, with_deadline
+from stratus.engine.loop import run_loop
+from stratus.engine.runner import DbRunner
+from stratus.model.errors import Conflict, NotFound, StratusError
+from stratus.model.lifecycle import VmState
+from stratus.model.records import Host, HostState, Vm
+from stratus.store import VmChange
+
+__all__ = ["Monitor"]
+
+log = logging.getLogger(__name__)
+_TICK = 0.5
+
+
+class Monitor:
+    def __init__(
+        self,
+        db: DbRunner,
+        batcher: ChangeBatcher,
+        drivers: DriverSet,
+        config: EngineConfig,
+        busy: Callable[[int], bool],
+        on_host_change: Callable[[], None],
+    ) -> None:
+        self._db = db
+        self._batcher = batcher
+        self._drivers = drivers
+        self._config = config
+        self._busy = busy  # is the dispatcher working on this VM?
+        self._on_host_change = on_host_change
+        self._last_probe: dict[int, float] = {}
+        self._probing: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wakeup = asyncio.Event()
+
+    def wake(self, host_id: int | None = None) -> None:
+        """Probe now (one host, or all of them)."""
+        if host_id is None:
+            self._last_probe.clear()
+        else:
+            self._last_probe.pop(host_id, None)
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        await run_loop("monitor tick", self._tick, self._wakeup, _TICK)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _tick(self) -> None:
+        now = time.monotonic()
+        hosts = await self._db.call(self._db.store.all_hosts)
+        for host in hosts:
+            due = now - self._last_probe.get(host.id, -1e9) >= self._config.monitor_interval
+            if host.state is HostState.OFFLINE or host.id in self._probing or not due:
+                continue
+            self._last_probe[host.id] = now
+            self._probing.add(host.id)
+            task = asyncio.create_task(self._probe(host), name=f"probe-{host.name}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _probe(self, host: Host) -> None:
+        try:
+            started = datetime.now(UTC)
+            try:
+                driver = self._drivers.get(host.driver)
+                call = driver.probe(host_info(host))
+                result = await with_deadline(call, self._config.timeouts.probe, "probe")
+            except StratusError as exc:
+                await self._host_lost(host, str(exc))
+            else:
+                await self._host_answered(host, result, started)
+        except (NotFound, Conflict):
+            pass  # deleted or changed meanwhile: the next tick sees the new record
+        except Exception:
+            log.exception("probing host %s failed", host.name)
+        finally:
+            self._probing.discard(host.id)
+
+    async def _host_answered(self, host: Host, result: ProbeResult, started: datetime) -> None:
+        state = host.state
+        if state in (HostState.INIT, HostState.ERROR):
+            state = HostState.MONITORED
+        monitoring: dict[str, Any] = {
+            **result.attributes,
+            "CPU": result.cpu,
+            "MEMORY": result.memory,
+            "FREE_MEMORY_MEASURED": result.free_memory,
+            "LOAD": result.load,
+            "INSTANCES": len(result.instances),
+        }
+        reason = "" if state is HostState.MONITORED else host.reason
+        await self._db.call(
+            self._db.store.update_host,
+            host.id,
+            host.version,
+            state=state,
+            reason=reason,
+            monitoring=monitoring,
+            last_monitored=datetime.now(UTC),
+        )
+        if state is not host.state:
+            log.info("host %s is %s", host.name, state)
+            self._on_host_change()
+        await self._reconcile(host, result, started)
+
+    async def _host_lost(self, host: Host, error: str) -> None:
+        if host.state is not HostState.ERROR or host.reason != error:
+            await self._db.call(
+                self._db.store.update_host,
+                host.id,
+                host.version,
+                state=HostState.ERROR,
+                reason=error,
+            )
+            if host.state is not HostState.ERROR:
+                log.warning("host %s stopped answering: %s", host.name, error)
+        why = f"host {host.name} stopped answering: {error}"
+        vms = await self._db.call(self._db.store.vms_on_host, host.id)
+        for vm in vms:
+            if vm.state is VmState.RUNNING and vm.action is None and vm.host_id == host.id:
+                await self._change(vm, VmState.UNKNOWN, why)
+
+    async def _reconcile(self, host: Host, result: ProbeResult, started: datetime) -> None:
+        """Compare the VMs on the host with its instances (only VMs older than the probe)."""
+        vms = await self._db.call(self._db.store.vms_on_host, host.id)
+        for vm in vms:
+            if vm.host_id != host.id or vm.action is not None or self._busy(vm.id):
+                continue
+            if vm.updated >= started:
+                continue  # changed after the probe began: the probe cannot speak for it
+            if vm.state not in (VmState.RUNNING, VmState.UNKNOWN) or not vm.deploy_id:
+                continue
+            info = result.instances.get(vm.deploy_id)
+            if info is None:
+                await self._change(
+                    vm,
+                    VmState.FAILED,
+                    f"instance {vm.deploy_id} vanished from host {host.name}",
+                    failed_state=vm.state,
+                )
+            elif info.state is InstanceState.OFF:
+                await self._change(
+                    vm, VmState.POWEROFF, "powered off from inside the guest", deploy_id=None
+                )
+            elif vm.state is VmState.UNKNOWN:
+                await self._change(vm, VmState.RUNNING, f"host {host.name} answers again")
+
+    async def _change(self, vm: Vm, state: VmState, reason: str, **fields: Any) -> None:
+        with contextlib.suppress(Conflict):  # it moved on meanwhile: the next probe looks again
+            await self._batcher.apply(VmChange(vm.id, vm.version, state, reason, **fields))

@@ -1,0 +1,218 @@
+"""SQLAlchemy Core tables of the Stratus database and the two column types they share.
+
+This is the schema the code reads and writes; `migrations/versions/` holds the frozen steps
+that build it, and a test checks that both agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+from stratus.model.errors import InvalidInput
+
+_Processor = Callable[[Any], Any]
+
+__all__ = [
+    "JsonText",
+    "UtcDateTime",
+    "api_tokens",
+    "check_json",
+    "events",
+    "history",
+    "hosts",
+    "metadata",
+    "read_json",
+    "time_reader",
+    "vms",
+]
+
+# Deterministic constraint names, so migrations can refer to them on both databases.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def time_reader(dialect_name: str) -> Callable[[Any], datetime | None]:
+    """How a stored timestamp, as the driver returns it, becomes an aware UTC datetime."""
+    if dialect_name == "sqlite":
+        parse = datetime.fromisoformat
+
+        def from_text(value: str | None) -> datetime | None:
+            # SQLite keeps naive UTC text; appending the offset beats .replace(tzinfo=UTC).
+            return None if value is None else parse(value + "+00:00")
+
+        return from_text
+
+    def to_utc(value: datetime | None) -> datetime | None:
+        return None if value is None else value.astimezone(UTC)
+
+    return to_utc
+
+
+def read_json(value: str | None) -> Any:
+    """A stored JSON text as Python values."""
+    return None if value is None else orjson.loads(value)
+
+
+def check_json(value: Any, what: str) -> None:
+    """Raise InvalidInput unless `value` can be stored as JSON (call before the statement)."""
+    try:
+        orjson.dumps(value)
+    except TypeError as exc:
+        raise InvalidInput(f"{what} cannot be stored as JSON: {exc}") from exc
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out; SQLite keeps it as naive UTC text."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass an aware one (datetime.now(UTC))")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> _Processor | None:
+        # Replaces the impl's processor: SQLite's text goes straight to an aware datetime.
+        return time_reader(dialect.name)
+
+
+class JsonText(TypeDecorator[Any]):
+    """JSON kept as text, written with orjson (sorted keys); never pickles."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        try:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+        except TypeError as exc:
+            raise InvalidInput(f"cannot store {type(value).__name__} as JSON: {exc}") from exc
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> _Processor | None:
+        return read_json
+
+
+def _id_column() -> Column[int]:
+    # SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets a bigint identity.
+    return Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+
+
+hosts = Table(
+    "hosts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("driver", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("cpu", Float, nullable=False),
+    Column("memory", Integer, nullable=False),
+    Column("labels", JsonText, nullable=False),
+    Column("options", JsonText, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("monitoring", JsonText, nullable=False),
+    Column("last_monitored", UtcDateTime, nullable=True),
+    Column("created", UtcDateTime, nullable=False),
+    Column("version", Integer, nullable=False),
+)
+
+vms = Table(
+    "vms",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("action", String(32), nullable=True),
+    Column("failed_state", String(16), nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("host_id", Integer, ForeignKey("hosts.id"), nullable=True),
+    Column("target_host_id", Integer, ForeignKey("hosts.id"), nullable=True),
+    Column("cpu", Float, nullable=False),
+    Column("vcpu", Integer, nullable=False),
+    Column("memory", Integer, nullable=False),
+    Column("user_priority", Integer, nullable=False),
+    Column("requirements", Text, nullable=False),
+    Column("rank", Text, nullable=False),
+    Column("template", JsonText, nullable=False),
+    Column("deploy_id", String(255), nullable=True),
+    Column("checkpoint", Text, nullable=True),
+    Column("op_seq", Integer, nullable=False),
+    Column("resched", Boolean, nullable=False),
+    Column("created", UtcDateTime, nullable=False),
+    Column("updated", UtcDateTime, nullable=False),
+    Column("version", Integer, nullable=False),
+)
+# Listing by state in id order, and the scheduler's pending queue in its own order.
+Index("ix_vms_state_id", vms.c.state, vms.c.id)
+Index("ix_vms_state_priority", vms.c.state, vms.c.user_priority.desc(), vms.c.id)
+Index("ix_vms_host_id", vms.c.host_id)
+Index("ix_vms_target_host_id", vms.c.target_host_id)
+
+# One placement per row. host_id has no foreign key: accounting outlives a deleted host.
+history = Table(
+    "history",
+    metadata,
+    Column("vm_id", Integer, ForeignKey("vms.id"), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("host_id", Integer, nullable=False),
+    Column("host_name", String(255), nullable=False),
+    Column("start", UtcDateTime, nullable=False),
+    Column("end", UtcDateTime, nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("end_reason", Text, nullable=False),
+)
+Index("ix_history_host_id", history.c.host_id)
+
+events = Table(
+    "events",
+    metadata,
+    _id_column(),
+    Column("object_type", String(16), nullable=False),
+    Column("object_id", Integer, nullable=False),
+    Column("from_state", String(16), nullable=False),
+    Column("to_state", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("time", UtcDateTime, nullable=False),
+)
+Index("ix_events_object", events.c.object_type, events.c.object_id, events.c.id)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("token_hash", String(255), nullable=False, unique=True),
+    Column("created", UtcDateTime, nullable=False),
+)
