@@ -87,9 +87,15 @@ def main() -> None:
         data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stratus-e2e-")))
         db_url = None
         if args.pg:
-            from tests.pg import PostgresServer
+            from tests.pg import PostgresServer, find_pg_bin
 
-            db_url = stack.enter_context(PostgresServer(data_dir / "pg")).create_database("bench")
+            bin_dir = find_pg_bin()
+            if bin_dir is None:
+                raise SystemExit("no PostgreSQL binaries: apt-get install postgresql")
+            server = PostgresServer(bin_dir)
+            server.start()
+            stack.callback(server.stop)
+            db_url = server.create_database("bench")
         print(json.dumps(run(args.vms, args.hosts, db_url, data_dir)))
 
 

@@ -10,7 +10,7 @@ export STRATUS_DATA_DIR=$DATA
 unset STRATUS_URL STRATUS_TOKEN
 
 step() { printf '\n\033[1;34m== %s\033[0m\n' "$*"; }
-run() { printf '\033[2m$ stratus %s\033[0m\n' "$*"; "${STRATUS[@]}" "$@"; }
+run() { printf '\033[2m$ stratus %s\033[0m\n' "$*" >&2; "${STRATUS[@]}" "$@"; }
 
 step "Starting the daemon (data dir $DATA)"
 "${STRATUS[@]}" serve --data-dir "$DATA" --listen 127.0.0.1:0 --monitor-interval 2 \

@@ -106,3 +106,13 @@ def test_verifier_never_remembers_an_invalid_token() -> None:
     bad = sha256_hex("bad")
     assert not verifier.lookup(cast(Store, _CountingStore(set())), bad)
     assert not verifier.cached(bad)
+
+
+def test_the_openapi_document_and_docs_are_served_under_api_v1(live_server: LiveServer) -> None:
+    with httpx.Client(base_url=live_server.api, timeout=10) as client:
+        doc = client.get("/openapi.json").json()
+        assert "/api/v1/vms/{vm_id}/{operation}" in doc["paths"]
+        assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+        docs = client.get("/docs")
+        assert docs.status_code == 200
+        assert "/api/v1/openapi.json" in docs.text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 import pytest
 
@@ -214,3 +216,21 @@ def test_an_unknown_route_has_the_error_shape(api: httpx.Client) -> None:
     response = api.get("/volcanoes")
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "NotFound"
+
+
+def test_an_oversized_request_body_is_413_with_the_error_shape(api: httpx.Client) -> None:
+    response = api.post("/vms", json={"template": "x" * (9 * 1024 * 1024)})
+    assert response.status_code == 413
+    assert response.json()["error"]["type"] == "TooLarge"
+
+
+def test_an_oversized_streamed_body_is_413_with_the_error_shape(api: httpx.Client) -> None:
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit counts as it streams
+        yield b'{"template": "'
+        for _ in range(9):
+            yield b"x" * (1024 * 1024)
+        yield b'"}'
+
+    response = api.post("/vms", content=chunks(), headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["error"]["type"] == "TooLarge"

@@ -13,6 +13,7 @@ from stratus.api import events, hosts, vms
 from stratus.api.auth import TokenVerifier, require_token
 from stratus.api.deps import StoreReader
 from stratus.api.errors import install_error_handlers
+from stratus.api.limits import BodyLimit
 from stratus.api.schemas import HealthOut
 from stratus.api.views import JsonResponse
 from stratus.engine.core import Engine
@@ -20,6 +21,8 @@ from stratus.engine.core import Engine
 __all__ = ["API_PREFIX", "create_app", "stratus_version"]
 
 API_PREFIX = "/api/v1"
+#: Largest request body: a 1 MB template takes up to 4 MB as JSON (escapes, UTF-8).
+MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
 @cache
@@ -69,6 +72,7 @@ def create_app(engine: Engine, *, manage_engine: bool = True, read_threads: int 
     app.state.reader = StoreReader(engine.store, read_threads)
     app.state.token_verifier = TokenVerifier()
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.include_router(health_router, prefix=API_PREFIX)
     authenticated = [Depends(require_token)]
     for module in (vms, hosts, events):

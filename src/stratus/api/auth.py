@@ -10,7 +10,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from stratus.api.deps import StoreReader
 from stratus.model.errors import AuthError
 from stratus.store import Store
 
@@ -70,6 +69,6 @@ async def require_token(
     token_hash = sha256_hex(credentials.credentials)
     if verifier.cached(token_hash):
         return
-    reader: StoreReader = request.app.state.reader
-    if not await reader.run(verifier.lookup, token_hash):
+    # One indexed query, once per token and TTL: run on the loop (see StoreReader).
+    if not verifier.lookup(request.app.state.engine.store, token_hash):
         raise _auth_error("invalid bearer token")

@@ -60,6 +60,7 @@ def _host_page(store: Store, state: HostState | None, limit: int, after: int) ->
 @router.get("/{ref}", response_model=HostDetail, summary="Show a host")
 async def show_host(reader: ReaderDep, ref: HostRef) -> Response:
     """A host (by id or name) with the VMs placed on it and its recent events."""
+    # Not a point read: a big host carries hundreds of VMs.
     return await reader.run(_host_detail, host_ref(ref))
 
 

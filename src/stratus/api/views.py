@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import orjson
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse
 
 from stratus.model.lifecycle import allowed_operations
 from stratus.model.records import Event, HistoryRecord, Host, Vm
@@ -38,10 +38,8 @@ MASK = "***"
 _Record = TypeVar("_Record")
 
 
-class JsonResponse(Response):
+class JsonResponse(JSONResponse):
     """A JSON response serialised by orjson (datetimes as RFC 3339 UTC)."""
-
-    media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=_ORJSON_OPTIONS)

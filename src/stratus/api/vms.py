@@ -1,7 +1,7 @@
 """VM routes: submit, list, show, and one route for every life-cycle operation.
 
-Reads run in the StoreReader's threads (the blocking store never stalls the engine's
-event loop); changes go through the engine.
+Pages are read in the StoreReader's threads, one VM on the event loop (see StoreReader
+for why); every change goes through the engine.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from stratus.api.deps import (
     EngineDep,
     Limit,
     ReaderDep,
+    StoreDep,
     VmId,
     host_ref,
     recent_events,
@@ -71,13 +72,9 @@ def _vm_page(
 
 
 @router.get("/{vm_id}", response_model=VmDetail, summary="Show a VM")
-async def show_vm(reader: ReaderDep, vm_id: VmId) -> Response:
+async def show_vm(store: StoreDep, vm_id: VmId) -> Response:
     """A VM with its template, placement history, recent events and allowed operations."""
-    return await reader.run(_vm_detail, vm_id)
-
-
-def _vm_detail(store: Store, vm_id: int) -> Response:
-    vm = store.get_vm(vm_id)
+    vm = store.get_vm(vm_id)  # point reads run on the loop: see StoreReader
     history = store.history(vm_id)
     return JsonResponse(vm_detail_view(vm, history, recent_events(store, "vm", vm_id)))
 
