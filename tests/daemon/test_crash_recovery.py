@@ -45,6 +45,10 @@ def test_kill_9_during_deploys_and_terminations_loses_nothing(tmp_path: Path) ->
                     "options": {"latency": latency},
                 },
             )
+        deadline = time.monotonic() + 30
+        while any(h["state"] != "MONITORED" for h in daemon.api("GET", "/hosts")["items"]):
+            assert time.monotonic() < deadline, "hosts never became MONITORED"
+            time.sleep(0.1)
         daemon.api("POST", "/vms", json={"template": TEMPLATE, "count": 40})
         # Kill while VMs are half-way through PROLOG/BOOT.
         before = _wait_for(daemon, lambda vms: sum(v["state"] == "RUNNING" for v in vms) >= 5, 60)

@@ -33,7 +33,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 RECENT_EVENTS = 50  # state changes shown with a VM or a host
-_EVENT_SCAN = 10_000  # events read to find the recent ones (the store reads oldest first)
 
 
 class StoreReader:
@@ -92,5 +91,6 @@ def host_ref(ref: str) -> int | str:
 
 def recent_events(store: Store, object_type: str, object_id: int) -> list[Event]:
     """The last RECENT_EVENTS events of one object, oldest first."""
-    events = store.events(object_type=object_type, object_id=object_id, limit=_EVENT_SCAN)
-    return events[-RECENT_EVENTS:]
+    return store.events(
+        object_type=object_type, object_id=object_id, limit=RECENT_EVENTS, newest=True
+    )

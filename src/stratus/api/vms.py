@@ -12,6 +12,7 @@ from fastapi import APIRouter, Body, Query
 from fastapi.responses import Response
 
 from stratus.api.deps import (
+    RECENT_EVENTS,
     After,
     EngineDep,
     Limit,
@@ -19,7 +20,6 @@ from stratus.api.deps import (
     StoreDep,
     VmId,
     host_ref,
-    recent_events,
 )
 from stratus.api.errors import ERROR_RESPONSES
 from stratus.api.schemas import (
@@ -74,9 +74,9 @@ def _vm_page(
 @router.get("/{vm_id}", response_model=VmDetail, summary="Show a VM")
 async def show_vm(store: StoreDep, vm_id: VmId) -> Response:
     """A VM with its template, placement history, recent events and allowed operations."""
-    vm = store.get_vm(vm_id)  # point reads run on the loop: see StoreReader
-    history = store.history(vm_id)
-    return JsonResponse(vm_detail_view(vm, history, recent_events(store, "vm", vm_id)))
+    # A point read (one transaction, three indexed queries) runs on the loop: see StoreReader.
+    vm, history, recent = store.vm_detail(vm_id, recent_events=RECENT_EVENTS)
+    return JsonResponse(vm_detail_view(vm, history, recent))
 
 
 @router.post(

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -109,25 +105,4 @@ def serve(
         settings["scheduler"] = SchedulerConfig(policy=policy.value)
     directory = data_dir or ctx.obj or default_data_dir()
     config = EngineConfig(**settings)
-    with _exit_cleanly_on_signals():
-        daemon.run(directory, listen, db, config)
-
-
-@contextmanager
-def _exit_cleanly_on_signals() -> Iterator[None]:
-    """Turn SIGTERM/SIGINT into SystemExit(0), so the daemon's cleanup runs.
-
-    uvicorn shuts down gracefully on these signals, then raises them again; with the
-    default handlers the process would die there, before `daemon.run` removes its
-    endpoint file and closes the store.
-    """
-
-    def leave(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(0)
-
-    previous = {sig: signal.signal(sig, leave) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    daemon.run(directory, listen, db, config)

@@ -239,7 +239,7 @@ class DummyDriver(Driver):
         await self._enter(host, "probe")
         cpu = float(host.options.get("cpu", 8))
         memory = int(host.options.get("memory", 16384))
-        live = self.world.instances(host=host.name)
+        live = await asyncio.to_thread(self.world.instances, host=host.name)
         used = sum(i.memory for i in live if i.state in ("running", "paused"))
         load = sum(i.cpu for i in live if i.state == "running")
         return ProbeResult(

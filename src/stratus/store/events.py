@@ -38,14 +38,19 @@ def read_events(
     object_id: int | None = None,
     limit: int = 100,
     after_id: int = 0,
+    newest: bool = False,
 ) -> list[Event]:
-    """Events in id order, after `after_id`, optionally of one object type or one object."""
-    stmt = select(events).where(events.c.id > after_id).order_by(events.c.id).limit(limit)
+    """Events in id order, after `after_id`, optionally of one object type or one object.
+
+    `newest` gives the last `limit` events instead of the first (still oldest first).
+    """
+    order = events.c.id.desc() if newest else events.c.id
+    stmt = select(events).where(events.c.id > after_id).order_by(order).limit(limit)
     if object_type is not None:
         stmt = stmt.where(events.c.object_type == object_type)
     if object_id is not None:
         stmt = stmt.where(events.c.object_id == object_id)
-    return [
+    found = [
         Event(
             id=row.id,
             object_type=row.object_type,
@@ -57,3 +62,4 @@ def read_events(
         )
         for row in conn.execute(stmt)
     ]
+    return found[::-1] if newest else found

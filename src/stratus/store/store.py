@@ -220,12 +220,30 @@ class Store:
         object_id: int | None = None,
         limit: int = 100,
         after_id: int = 0,
+        newest: bool = False,
     ) -> list[Event]:
-        """Events in id order after `after_id`, optionally of one object."""
+        """Events in id order after `after_id`, optionally of one object; `newest`: the last."""
         with db.read(self.engine) as conn:
             return events.read_events(
-                conn, object_type=object_type, object_id=object_id, limit=limit, after_id=after_id
+                conn,
+                object_type=object_type,
+                object_id=object_id,
+                limit=limit,
+                after_id=after_id,
+                newest=newest,
             )
+
+    def vm_detail(
+        self, vm_id: int, *, recent_events: int = 50
+    ) -> tuple[Vm, list[HistoryRecord], list[Event]]:
+        """A VM, its history and its last events, read in one transaction (`vm show`)."""
+        with db.read(self.engine) as conn:
+            vm = vms_mod.find_vm(conn, vm_id)
+            history = changes_mod.read_history(conn, vm_id)
+            recent = events.read_events(
+                conn, object_type="vm", object_id=vm_id, limit=recent_events, newest=True
+            )
+        return vm, history, recent
 
     # tokens
 
