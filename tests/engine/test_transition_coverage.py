@@ -11,6 +11,8 @@ import asyncio
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from stratus.model.lifecycle import TRANSITIONS, VmState
 from stratus.model.records import HostState
 from stratus.store import Store
@@ -278,14 +280,12 @@ async def _flows(h: Harness) -> None:
     await h.wait(v, S.RUNNING)
 
 
-def test_the_engine_walks_every_edge_of_the_transition_table(store: Store, tmp_path: Path) -> None:
-    config = replace(FAST, pending_timeout=0.6)
-
-    async def scenario() -> None:
-        async with Harness(store, tmp_path, config) as h:
-            await _flows(h)
-
-    asyncio.run(scenario())
+@pytest.mark.anyio
+async def test_the_engine_walks_every_edge_of_the_transition_table(
+    store: Store, tmp_path: Path
+) -> None:
+    async with Harness(store, tmp_path, replace(FAST, pending_timeout=0.6)) as h:
+        await _flows(h)
     walked = {(e.from_state, e.to_state) for e in store.events(object_type="vm", limit=100_000)}
     table = {(a.value, b.value) for a, targets in TRANSITIONS.items() for b in targets}
     missing = sorted(table - walked)

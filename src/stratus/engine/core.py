@@ -158,8 +158,14 @@ class Engine:
         check_driver(driver)
         if cpu <= 0 or memory <= 0:
             raise InvalidInput("a host needs a positive CPU count and memory size")
+        reserved = sorted({"cpu", "memory"} & {k.lower() for k in options})
+        if reserved:
+            raise InvalidInput(
+                f"option {reserved[0]!r} is the host's capacity",
+                hint="give the capacity with --cpu and --memory, not as an option",
+            )
         labels = {k.upper(): str(v) for k, v in labels.items()}
-        options = {"cpu": cpu, "memory": memory, **options}
+        options = {**options, "cpu": cpu, "memory": memory}  # what the dummy host reports
         host = await self.db.call(self.store.add_host, name, driver, cpu, memory, labels, options)
         if self.monitor:
             self.monitor.wake(host.id)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from stratus.engine.batcher import ChangeBatcher
 from stratus.engine.config import EngineConfig
 from stratus.engine.drivers import DriverSet, host_info
-from stratus.engine.loop import run_loop
+from stratus.engine.loop import Tasks, run_loop
 from stratus.engine.runner import DbRunner
 from stratus.engine.steps import StepContext, run_step
 from stratus.model.errors import Conflict, NotFound, StratusError
@@ -44,7 +44,7 @@ class Dispatcher:
         self._config = config
         self._on_change = on_change
         self._in_flight: set[int] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Tasks()
         self._slots = asyncio.Semaphore(config.dispatch_concurrency)
         self._wakeup = asyncio.Event()
         self._hosts: dict[int, Host] = {}
@@ -61,9 +61,7 @@ class Dispatcher:
         await run_loop("dispatcher scan", self._scan, self._wakeup, _IDLE_POLL)
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel()
 
     async def _scan(self) -> None:
         vms = await self._db.call(
@@ -79,9 +77,7 @@ class Dispatcher:
             if vm.id in self._in_flight:
                 continue
             self._in_flight.add(vm.id)
-            task = asyncio.create_task(self._walk(vm), name=f"vm-{vm.id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._walk(vm), name=f"vm-{vm.id}")
 
     async def _walk(self, vm: Vm) -> None:
         """Run the VM's steps until it reaches a state without work."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 
-__all__ = ["run_loop"]
+__all__ = ["Tasks", "run_loop"]
 
 log = logging.getLogger(__name__)
 
@@ -24,3 +24,21 @@ async def run_loop(
             log.exception("%s failed", name)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wakeup.wait(), interval)
+
+
+class Tasks:
+    """Background tasks a loop starts (one per VM or host); `cancel()` ends them all."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)  # keep a reference: the loop holds tasks only weakly
+        task.add_done_callback(self._tasks.discard)
+
+    async def cancel(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

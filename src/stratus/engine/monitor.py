@@ -18,7 +18,7 @@ from stratus.drivers.base import InstanceState, ProbeResult
 from stratus.engine.batcher import ChangeBatcher
 from stratus.engine.config import EngineConfig
 from stratus.engine.drivers import DriverSet, host_info, with_deadline
-from stratus.engine.loop import run_loop
+from stratus.engine.loop import Tasks, run_loop
 from stratus.engine.runner import DbRunner
 from stratus.model.errors import Conflict, NotFound, StratusError
 from stratus.model.lifecycle import VmState
@@ -49,7 +49,7 @@ class Monitor:
         self._on_host_change = on_host_change
         self._last_probe: dict[int, float] = {}
         self._probing: set[int] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Tasks()
         self._wakeup = asyncio.Event()
 
     def wake(self, host_id: int | None = None) -> None:
@@ -64,9 +64,7 @@ class Monitor:
         await run_loop("monitor tick", self._tick, self._wakeup, _TICK)
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel()
 
     async def _tick(self) -> None:
         now = time.monotonic()
@@ -77,9 +75,7 @@ class Monitor:
                 continue
             self._last_probe[host.id] = now
             self._probing.add(host.id)
-            task = asyncio.create_task(self._probe(host), name=f"probe-{host.name}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._probe(host), name=f"probe-{host.name}")
 
     async def _probe(self, host: Host) -> None:
         try:
