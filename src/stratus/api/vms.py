@@ -67,7 +67,9 @@ def _vm_page(
     store: Store, state: VmState | None, host: str | None, limit: int, after: int
 ) -> Response:
     host_id = store.get_host(host_ref(host)).id if host is not None else None
-    vms = store.list_vms(state=state, host_id=host_id, limit=limit, after_id=after)
+    vms = store.list_vms(
+        state=state, host_id=host_id, limit=limit, after_id=after, with_template=False
+    )
     return JsonResponse(page_view(build_items(vms, vm_view), limit))
 
 

@@ -16,6 +16,7 @@ from stratus.engine.batcher import ChangeBatcher
 from stratus.engine.config import EngineConfig
 from stratus.engine.dispatch import Dispatcher
 from stratus.engine.drivers import DriverSet
+from stratus.engine.hostcache import HostCache
 from stratus.engine.monitor import Monitor
 from stratus.engine.operations import build_vms, check_driver, host_change, operation_change
 from stratus.engine.runner import DbRunner
@@ -63,10 +64,11 @@ class Engine:
     # -- lifecycle of the engine itself ------------------------------------------------
     async def start(self) -> None:
         batcher = ChangeBatcher(self.db, self.config.batch_window)
-        dispatcher = Dispatcher(self.db, batcher, self.drivers, self.config)
+        hosts = HostCache(self.db, max_age=min(self.config.monitor_interval, 5.0))
+        dispatcher = Dispatcher(self.db, batcher, self.drivers, self.config, hosts)
         scheduler = SchedulerLoop(self.db, batcher, self.drivers, self.config, dispatcher.wake)
         monitor = Monitor(
-            self.db, batcher, self.drivers, self.config, dispatcher.busy, scheduler.wake
+            self.db, batcher, self.drivers, self.config, hosts, dispatcher.busy, scheduler.wake
         )
         batcher.start()
         self._batcher, self.dispatcher, self.scheduler, self.monitor = (

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from stratus.engine.batcher import ChangeBatcher
 from stratus.engine.config import EngineConfig
 from stratus.engine.drivers import DriverSet, host_info
+from stratus.engine.hostcache import HostCache
 from stratus.engine.loop import Tasks, run_loop
 from stratus.engine.runner import DbRunner
 from stratus.engine.steps import StepContext, run_step
@@ -36,6 +37,7 @@ class Dispatcher:
         batcher: ChangeBatcher,
         drivers: DriverSet,
         config: EngineConfig,
+        hosts: HostCache,
         on_change: Callable[[Vm], None] = lambda vm: None,
     ) -> None:
         self._db = db
@@ -47,7 +49,7 @@ class Dispatcher:
         self._tasks = Tasks()
         self._slots = asyncio.Semaphore(config.dispatch_concurrency)
         self._wakeup = asyncio.Event()
-        self._hosts: dict[int, Host] = {}
+        self._hosts = hosts
         self._first_scan = True
 
     def wake(self) -> None:
@@ -72,7 +74,6 @@ class Dispatcher:
         self._first_scan = False
         if not vms:
             return
-        self._hosts = {h.id: h for h in await self._db.call(self._db.store.all_hosts)}
         for vm in vms:
             if vm.id in self._in_flight:
                 continue
@@ -102,8 +103,8 @@ class Dispatcher:
             self._wakeup.set()
 
     async def _step(self, vm: Vm) -> VmChange:
-        host = self._host(vm.host_id)
-        target = self._host(vm.target_host_id)
+        host = await self._host(vm.host_id)
+        target = await self._host(vm.target_host_id)
         try:
             ctx = StepContext(
                 host=host_info(host) if host else None,
@@ -116,14 +117,8 @@ class Dispatcher:
             return VmChange(vm.id, vm.version, VmState.FAILED, str(exc), failed_state=vm.state)
         return await run_step(vm, ctx)
 
-    def _host(self, host_id: int | None) -> Host | None:
-        if host_id is None:
-            return None
-        host = self._hosts.get(host_id)
-        if host is None:
-            host = self._db.store.get_host(host_id)  # a host added since the last scan
-            self._hosts[host_id] = host
-        return host
+    async def _host(self, host_id: int | None) -> Host | None:
+        return None if host_id is None else await self._hosts.get(host_id)
 
 
 def _has_work(vm: Vm) -> bool:

@@ -18,6 +18,7 @@ from stratus.drivers.base import InstanceState, ProbeResult
 from stratus.engine.batcher import ChangeBatcher
 from stratus.engine.config import EngineConfig
 from stratus.engine.drivers import DriverSet, host_info, with_deadline
+from stratus.engine.hostcache import HostCache
 from stratus.engine.loop import Tasks, run_loop
 from stratus.engine.runner import DbRunner
 from stratus.model.errors import Conflict, NotFound, StratusError
@@ -38,9 +39,12 @@ class Monitor:
         batcher: ChangeBatcher,
         drivers: DriverSet,
         config: EngineConfig,
+        hosts: HostCache,
         busy: Callable[[int], bool],
         on_host_change: Callable[[], None],
     ) -> None:
+        self._hosts = hosts
+        self._woken: set[int] = set()
         self._db = db
         self._batcher = batcher
         self._drivers = drivers
@@ -58,6 +62,7 @@ class Monitor:
             self._last_probe.clear()
         else:
             self._last_probe.pop(host_id, None)
+            self._woken.add(host_id)
         self._wakeup.set()
 
     async def run(self) -> None:
@@ -68,8 +73,11 @@ class Monitor:
 
     async def _tick(self) -> None:
         now = time.monotonic()
-        hosts = await self._db.call(self._db.store.all_hosts)
-        for host in hosts:
+        woken, self._woken = self._woken, set()
+        for host_id in woken:  # added or changed by a request: read it again
+            with contextlib.suppress(NotFound):
+                await self._hosts.reload(host_id)
+        for host in await self._hosts.all():
             due = now - self._last_probe.get(host.id, -1e9) >= self._config.monitor_interval
             if host.state is HostState.OFFLINE or host.id in self._probing or not due:
                 continue
@@ -88,15 +96,16 @@ class Monitor:
                 await self._host_lost(host, str(exc))
             else:
                 await self._host_answered(host, result, started)
-        except (NotFound, Conflict):
-            pass  # deleted or changed meanwhile: the next tick sees the new record
+        except (NotFound, Conflict):  # deleted or changed meanwhile: read it again next tick
+            self._hosts.forget(host.id)
+            self._woken.add(host.id)
         except Exception:
             log.exception("probing host %s failed", host.name)
         finally:
             self._probing.discard(host.id)
 
     async def _host_answered(self, host: Host, result: ProbeResult, started: datetime) -> None:
-        state = host.state
+        state = previous = host.state
         if state in (HostState.INIT, HostState.ERROR):
             state = HostState.MONITORED
         monitoring: dict[str, Any] = {
@@ -108,7 +117,7 @@ class Monitor:
             "INSTANCES": len(result.instances),
         }
         reason = "" if state is HostState.MONITORED else host.reason
-        await self._db.call(
+        host = await self._db.call(
             self._db.store.update_host,
             host.id,
             host.version,
@@ -117,20 +126,22 @@ class Monitor:
             monitoring=monitoring,
             last_monitored=datetime.now(UTC),
         )
-        if state is not host.state:
+        self._hosts.put(host)
+        if state is not previous:
             log.info("host %s is %s", host.name, state)
             self._on_host_change()
         await self._reconcile(host, result, started)
 
     async def _host_lost(self, host: Host, error: str) -> None:
         if host.state is not HostState.ERROR or host.reason != error:
-            await self._db.call(
+            updated = await self._db.call(
                 self._db.store.update_host,
                 host.id,
                 host.version,
                 state=HostState.ERROR,
                 reason=error,
             )
+            self._hosts.put(updated)
             if host.state is not HostState.ERROR:
                 log.warning("host %s stopped answering: %s", host.name, error)
         why = f"host {host.name} stopped answering: {error}"

@@ -156,13 +156,14 @@ class Store:
         limit: int = 1000,
         after_id: int = 0,
         include_done: bool = True,
+        with_template: bool = True,
     ) -> list[Vm]:
-        """A page of VMs in id order, with host_name."""
+        """A page of VMs in id order, with host_name (`with_template=False`: template {})."""
         where = vms_mod.listing_filter(
             state=state, host_id=host_id, after_id=after_id, include_done=include_done
         )
         with db.read(self.engine) as conn:
-            return vms_mod.select_vms(conn, where=where, limit=limit)
+            return vms_mod.select_vms(conn, where=where, limit=limit, with_template=with_template)
 
     def count_vms(self, *, state: VmState | None = None) -> int:
         with db.read(self.engine) as conn:
@@ -174,11 +175,18 @@ class Store:
             return vms_mod.count_by_state(conn)
 
     def pending_vms(self, limit: int = 200_000) -> list[Vm]:
-        """The scheduler's queue: PENDING, or RUNNING with resched; by priority desc, then id."""
+        """The scheduler's queue: PENDING, or RUNNING with resched; by priority desc, then id.
+
+        Without templates (each reads {}): placement needs only the extracted columns.
+        """
         order = (vms_table.c.user_priority.desc(), vms_table.c.id)
         with db.read(self.engine) as conn:
             return vms_mod.select_vms(
-                conn, where=[vms_mod.pending_filter()], order_by=order, limit=limit
+                conn,
+                where=[vms_mod.pending_filter()],
+                order_by=order,
+                limit=limit,
+                with_template=False,
             )
 
     def vms_with_work(self, *, exclude: Collection[int] = (), limit: int = 5000) -> list[Vm]:
@@ -187,9 +195,11 @@ class Store:
             return vms_mod.select_vms(conn, where=vms_mod.work_filter(exclude), limit=limit)
 
     def vms_on_host(self, host_id: int) -> list[Vm]:
-        """VMs on the host or heading to it, not DONE."""
+        """VMs on the host or heading to it, not DONE (without templates: each reads {})."""
         with db.read(self.engine) as conn:
-            return vms_mod.select_vms(conn, where=vms_mod.on_host_filter(host_id))
+            return vms_mod.select_vms(
+                conn, where=vms_mod.on_host_filter(host_id), with_template=False
+            )
 
     def apply(self, changes: Sequence[VmChange]) -> list[Vm | Conflict]:
         """Apply changes in one transaction; per item the new Vm or the Conflict refusing it."""
