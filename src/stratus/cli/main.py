@@ -67,9 +67,6 @@ class Policy(StrEnum):
     FIXED = "fixed"
 
 
-Seconds = Annotated[float | None, typer.Option(min=0, show_default=False)]
-
-
 @app.command()
 def serve(
     ctx: typer.Context,
@@ -82,9 +79,23 @@ def serve(
     policy: Annotated[
         Policy | None, typer.Option(help="placement policy [default: packing]", show_default=False)
     ] = None,
-    schedule_interval: Seconds = None,
-    monitor_interval: Seconds = None,
-    pending_timeout: Seconds = None,
+    schedule_interval: Annotated[
+        float | None,
+        typer.Option(min=0.01, help="seconds between scheduling cycles [default: 1]"),
+    ] = None,
+    monitor_interval: Annotated[
+        float | None, typer.Option(min=0.1, help="seconds between probes of a host [default: 10]")
+    ] = None,
+    pending_timeout: Annotated[
+        float | None,
+        typer.Option(min=0, help="fail VMs that waited this long for a host [default: never]"),
+    ] = None,
+    max_dispatch: Annotated[
+        int, typer.Option(min=0, help="VMs placed per scheduling cycle at most (0: no limit)")
+    ] = 0,
+    max_per_host: Annotated[
+        int, typer.Option(min=0, help="VMs placed on one host per cycle at most (0: no limit)")
+    ] = 0,
 ) -> None:
     """Run the daemon: engine loops and REST API, until Ctrl-C or SIGTERM.
 
@@ -101,8 +112,11 @@ def serve(
         "pending_timeout": pending_timeout,
     }
     settings: dict[str, Any] = {key: value for key, value in intervals.items() if value is not None}
-    if policy is not None:
-        settings["scheduler"] = SchedulerConfig(policy=policy.value)
+    settings["scheduler"] = SchedulerConfig(
+        policy=(policy or Policy.PACKING).value,
+        max_dispatch=max_dispatch,
+        max_per_host=max_per_host,
+    )
     directory = data_dir or ctx.obj or default_data_dir()
     config = EngineConfig(**settings)
     daemon.run(directory, listen, db, config)

@@ -66,8 +66,13 @@ class Dispatcher:
         await self._tasks.cancel()
 
     async def _scan(self) -> None:
+        # Take no more VMs than there are free slots: memory stays bounded however many
+        # VMs wait, and the rest are found by the next scan (woken as each walk ends).
+        free = self._config.dispatch_concurrency - len(self._in_flight)
+        if free <= 0:
+            return
         vms = await self._db.call(
-            self._db.store.vms_with_work, exclude=frozenset(self._in_flight), limit=5000
+            self._db.store.vms_with_work, exclude=frozenset(self._in_flight), limit=free
         )
         if self._first_scan and vms:
             log.info("resuming %d VMs left in transient states", len(vms))

@@ -27,6 +27,7 @@ from stratus.store import VmChange
 __all__ = ["SchedulerLoop"]
 
 log = logging.getLogger(__name__)
+_APPLY_CHUNK = 2000  # placements written per transaction (bounds memory and lock time)
 
 
 class SchedulerLoop:
@@ -69,11 +70,12 @@ class SchedulerLoop:
         result = await asyncio.to_thread(plan, pending, snapshot, self._config.scheduler)
         planned = time.perf_counter()
         vm_by_id = {vm.id: vm for vm in vms}
-        changes = [self._placement_change(vm_by_id[p.vm_id], p, by_id) for p in result.placements]
         placed = 0
-        if changes:
+        for start in range(0, len(result.placements), _APPLY_CHUNK):
+            chunk = result.placements[start : start + _APPLY_CHUNK]
+            changes = [self._placement_change(vm_by_id[p.vm_id], p, by_id) for p in chunk]
             results = await self._db.call(store.apply, changes)
-            placed = sum(1 for r in results if not isinstance(r, Conflict))
+            placed += sum(1 for r in results if not isinstance(r, Conflict))
             self._on_placed()
         await self._record_pending(vm_by_id, result.pending)
         self.last_cycle = {
