@@ -14,7 +14,7 @@ run() { printf '\033[2m$ stratus %s\033[0m\n' "$*" >&2; "${STRATUS[@]}" "$@"; }
 
 step "Starting the daemon (data dir $DATA)"
 "${STRATUS[@]}" serve --data-dir "$DATA" --listen 127.0.0.1:0 --monitor-interval 2 \
-    --schedule-interval 0.5 >"$DATA/serve.out" 2>&1 &
+    --schedule-interval 0.5 --policy striping >"$DATA/serve.out" 2>&1 &
 PID=$!
 cleanup() {
     kill "$PID" 2>/dev/null || true
