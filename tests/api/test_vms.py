@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from stratus.api.schemas import SubmitOut, VmDetail, VmPage
+from stratus.model.lifecycle import Operation
 from tests.api.conftest import SMALL_VM, add_host, submit, wait_for
 
 
@@ -234,3 +235,23 @@ def test_an_oversized_streamed_body_is_413_with_the_error_shape(api: httpx.Clien
     response = api.post("/vms", content=chunks(), headers={"Content-Type": "application/json"})
     assert response.status_code == 413
     assert response.json()["error"]["type"] == "TooLarge"
+
+
+def test_every_illegal_operation_is_409_and_changes_nothing(api: httpx.Client) -> None:
+    add_host(api, "node1")
+    held = submit(api, hold=True)[0]["id"]
+    running = submit(api)[0]["id"]
+    done = submit(api, hold=True)[0]["id"]
+    assert api.post(f"/vms/{done}/terminate").status_code == 202
+    wait_for(api, f"/vms/{running}", lambda v: v["state"] == "RUNNING")
+    wait_for(api, f"/vms/{done}", lambda v: v["state"] == "DONE")
+    for vm_id, state in ((held, "HOLD"), (running, "RUNNING"), (done, "DONE")):
+        before = api.get(f"/vms/{vm_id}").json()
+        allowed = set(before["allowed_operations"])
+        for operation in sorted({op.value for op in Operation} - allowed):
+            response = api.post(f"/vms/{vm_id}/{operation}", json={})
+            assert response.status_code == 409, (state, operation, response.text)
+            error = response.json()["error"]
+            assert error["state"] == state and set(error["allowed"]) == allowed
+        after = api.get(f"/vms/{vm_id}").json()
+        assert (after["state"], after["version"]) == (before["state"], before["version"])

@@ -11,9 +11,16 @@ from typing import Any
 from stratus.drivers.registry import load_driver_class
 from stratus.engine.drivers import DriverSet
 from stratus.engine.runner import DbRunner
-from stratus.model.errors import Conflict, InvalidInput, StratusError
+from stratus.model.errors import Conflict, IllegalOperation, InvalidInput, StratusError
 from stratus.model.expr import parse_expression
-from stratus.model.lifecycle import Action, Operation, RecoverMode, VmState, plan_operation
+from stratus.model.lifecycle import (
+    Action,
+    Operation,
+    RecoverMode,
+    VmState,
+    allowed_operations,
+    plan_operation,
+)
 from stratus.model.records import Host, HostState, Vm
 from stratus.model.template import parse_template, vm_spec
 from stratus.store import NewVm, VmChange
@@ -79,6 +86,8 @@ async def operation_change(
 ) -> VmChange:
     """Check an operation on a VM and build the change that starts it."""
     if operation is Operation.RECOVER and recover is None:
+        if operation.value not in allowed_operations(vm.state):  # the state speaks first
+            raise IllegalOperation(operation.value, vm.state.value, allowed_operations(vm.state))
         raise InvalidInput(
             "recover needs a mode", hint="use --success, --failure, --retry, --delete or --recreate"
         )
