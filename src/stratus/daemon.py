@@ -9,7 +9,7 @@ import secrets
 import signal
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
 
@@ -106,15 +106,17 @@ def run(data_dir: Path, listen: str, db_url: str | None, config: EngineConfig) -
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     _setup_logging(data_dir)
     host, port = parse_listen(listen)
-    sock = _bind(host, port)
-    url = db_url or f"sqlite:///{data_dir / 'stratus.db'}"
-    store = open_store(url)
-    try:
+    with _exit_cleanly_on_signals(), ExitStack() as cleanup:  # a signal at any point cleans up
+        sock = _bind(host, port)
+        cleanup.callback(sock.close)
+        store = open_store(db_url or f"sqlite:///{data_dir / 'stratus.db'}")
+        cleanup.callback(store.close)
         ensure_admin_token(store, data_dir)
         engine = Engine(store, config=config, data_dir=data_dir)
         bound_host, bound_port = sock.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         endpoint = f"http://{shown}:{bound_port}"
+        cleanup.callback((data_dir / ENDPOINT_FILE).unlink, missing_ok=True)
         (data_dir / ENDPOINT_FILE).write_text(endpoint + "\n")
         log.info("stratus serving on %s (data dir %s, store %s)", endpoint, data_dir, store.dialect)
         server = uvicorn.Server(
@@ -125,9 +127,4 @@ def run(data_dir: Path, listen: str, db_url: str | None, config: EngineConfig) -
                 timeout_graceful_shutdown=10,
             )
         )
-        with _exit_cleanly_on_signals():
-            server.run(sockets=[sock])
-    finally:
-        (data_dir / ENDPOINT_FILE).unlink(missing_ok=True)
-        sock.close()
-        store.close()
+        server.run(sockets=[sock])
