@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ __all__ = ["Monitor"]
 
 log = logging.getLogger(__name__)
 _TICK = 0.5
+_PROBES_AT_ONCE = 16  # spreads a round of probes instead of running hundreds at once
 
 
 class Monitor:
@@ -51,7 +53,8 @@ class Monitor:
         self._config = config
         self._busy = busy  # is the dispatcher working on this VM?
         self._on_host_change = on_host_change
-        self._last_probe: dict[int, float] = {}
+        self._next_probe: dict[int, float] = {}  # host id -> when it is due (monotonic)
+        self._slots = asyncio.Semaphore(_PROBES_AT_ONCE)
         self._probing: set[int] = set()
         self._tasks = Tasks()
         self._wakeup = asyncio.Event()
@@ -59,9 +62,9 @@ class Monitor:
     def wake(self, host_id: int | None = None) -> None:
         """Probe now (one host, or all of them)."""
         if host_id is None:
-            self._last_probe.clear()
+            self._next_probe.clear()
         else:
-            self._last_probe.pop(host_id, None)
+            self._next_probe.pop(host_id, None)
             self._woken.add(host_id)
         self._wakeup.set()
 
@@ -78,14 +81,21 @@ class Monitor:
             with contextlib.suppress(NotFound):
                 await self._hosts.reload(host_id)
         for host in await self._hosts.all():
-            due = now - self._last_probe.get(host.id, -1e9) >= self._config.monitor_interval
+            due = now >= self._next_probe.get(host.id, 0.0)
             if host.state is HostState.OFFLINE or host.id in self._probing or not due:
                 continue
-            self._last_probe[host.id] = now
+            # Jitter keeps hosts added together from being probed together forever: a burst
+            # of probes at once is what made API latency spike every interval.
+            interval = self._config.monitor_interval
+            self._next_probe[host.id] = now + interval * random.uniform(0.8, 1.2)
             self._probing.add(host.id)
             self._tasks.spawn(self._probe(host), name=f"probe-{host.name}")
 
     async def _probe(self, host: Host) -> None:
+        async with self._slots:
+            await self._probe_now(host)
+
+    async def _probe_now(self, host: Host) -> None:
         try:
             started = datetime.now(UTC)
             try:
