@@ -14,7 +14,8 @@ from tests.api.conftest import LiveServer
 
 def _routes(live_server: LiveServer) -> list[tuple[str, str]]:
     """Every (method, path) of the OpenAPI document, path parameters filled in."""
-    doc = httpx.get(f"{live_server.api}/openapi.json").json()
+    with live_server.client() as client:
+        doc = client.get("/openapi.json").json()
     fill = {"{vm_id}": "1", "{operation}": "hold", "{ref}": "node1"}
     routes = []
     for path, methods in doc["paths"].items():
@@ -108,11 +109,14 @@ def test_verifier_never_remembers_an_invalid_token() -> None:
     assert not verifier.cached(bad)
 
 
-def test_the_openapi_document_and_docs_are_served_under_api_v1(live_server: LiveServer) -> None:
-    with httpx.Client(base_url=live_server.api, timeout=10) as client:
+def test_the_openapi_document_is_served_under_api_v1_to_a_token_holder(
+    live_server: LiveServer,
+) -> None:
+    with live_server.client(token=None) as anonymous:
+        refused = anonymous.get("/openapi.json")
+    assert refused.status_code == 401
+    assert refused.json()["error"]["type"] == "AuthError"
+    with live_server.client() as client:
         doc = client.get("/openapi.json").json()
-        assert "/api/v1/vms/{vm_id}/{operation}" in doc["paths"]
-        assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
-        docs = client.get("/docs")
-        assert docs.status_code == 200
-        assert "/api/v1/openapi.json" in docs.text
+    assert "/api/v1/vms/{vm_id}/{operation}" in doc["paths"]
+    assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"

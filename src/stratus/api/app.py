@@ -8,6 +8,7 @@ from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.responses import Response
 
 from stratus.api import events, hosts, vms
 from stratus.api.auth import TokenVerifier, require_token
@@ -62,8 +63,9 @@ def create_app(engine: Engine, *, manage_engine: bool = True, read_threads: int 
         title="Stratus",
         version=stratus_version(),
         description="Hybrid-cloud virtual infrastructure manager: VMs, hosts and events.",
-        openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        # The OpenAPI document is served below, behind the token like every route but health.
+        openapi_url=None,
+        docs_url=None,
         redoc_url=None,
         default_response_class=JsonResponse,
         lifespan=lifespan,
@@ -75,6 +77,12 @@ def create_app(engine: Engine, *, manage_engine: bool = True, read_threads: int 
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.include_router(health_router, prefix=API_PREFIX)
     authenticated = [Depends(require_token)]
+
+    @app.get(f"{API_PREFIX}/openapi.json", include_in_schema=False, dependencies=authenticated)
+    async def openapi_document() -> Response:
+        """The OpenAPI document of this API (needs a token, like every route but health)."""
+        return JsonResponse(app.openapi())
+
     for module in (vms, hosts, events):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=authenticated)
     return app
