@@ -11,16 +11,9 @@ from typing import Any
 from stratus.drivers.registry import load_driver_class
 from stratus.engine.drivers import DriverSet
 from stratus.engine.runner import DbRunner
-from stratus.model.errors import Conflict, IllegalOperation, InvalidInput, StratusError
+from stratus.model.errors import Conflict, InvalidInput, StratusError
 from stratus.model.expr import parse_expression
-from stratus.model.lifecycle import (
-    Action,
-    Operation,
-    RecoverMode,
-    VmState,
-    allowed_operations,
-    plan_operation,
-)
+from stratus.model.lifecycle import Action, Operation, RecoverMode, VmState, plan_operation
 from stratus.model.records import Host, HostState, Vm
 from stratus.model.template import parse_template, vm_spec
 from stratus.store import NewVm, VmChange
@@ -85,12 +78,6 @@ async def operation_change(
     recover: RecoverMode | None,
 ) -> VmChange:
     """Check an operation on a VM and build the change that starts it."""
-    if operation is Operation.RECOVER and recover is None:
-        if operation.value not in allowed_operations(vm.state):  # the state speaks first
-            raise IllegalOperation(operation.value, vm.state.value, allowed_operations(vm.state))
-        raise InvalidInput(
-            "recover needs a mode", hint="use --success, --failure, --retry, --delete or --recreate"
-        )
     plan = plan_operation(
         operation, vm.state, vm.action, vm.failed_state, hard=hard, live=live, recover=recover
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from stratus.model.errors import Conflict, IllegalOperation
+from stratus.model.errors import Conflict, IllegalOperation, InvalidInput
 
 __all__ = [
     "ACTIVE_STATES",
@@ -329,7 +329,12 @@ def plan_operation(
         )
     target, new_action, reason = table[state]
     if operation is Operation.RECOVER:
-        return _plan_recover(state, action, failed_state, recover or RecoverMode.RETRY)
+        if recover is None:  # checked after the state, so an illegal recover is still a 409
+            raise InvalidInput(
+                "recover needs a mode",
+                hint="use --success, --failure, --retry, --delete or --recreate",
+            )
+        return _plan_recover(state, action, failed_state, recover)
     if hard and new_action in _HARD:
         new_action = _HARD[new_action]
         reason += " (hard)"
