@@ -16,11 +16,14 @@ from typing import Any, ClassVar
 from stratus.model.errors import Unsupported
 
 __all__ = [
+    "BootSpec",
     "DeploySpec",
+    "DiskSpec",
     "Driver",
     "HostInfo",
     "InstanceInfo",
     "InstanceState",
+    "NicSpec",
     "ProbeResult",
 ]
 
@@ -36,6 +39,48 @@ class HostInfo:
 
 
 @dataclass(frozen=True)
+class DiskSpec:
+    """One disk of an instance, resolved from a registered image by the engine."""
+
+    index: int  # position in the template's DISK list: disk.<index> in the VM directory
+    image_id: int
+    image: str  # image name, for messages
+    source: str  # the image's file (or rootfs directory) on the front-end
+    format: str  # raw, qcow2, vmdk, vpc, vdi (disks); tar, dir (root filesystems); iso
+    type: str  # OS, CDROM, DATABLOCK
+    persistent: bool  # linked, not cloned: the VM writes to the image itself
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    """One network interface, with the lease the engine took for it."""
+
+    index: int  # ETH<index>
+    network: str  # virtual network name
+    driver: str  # "bridge" (a tap/veth on a Linux bridge) or "user" (QEMU user networking)
+    mac: str
+    ip: str | None = None  # IPv4 lease, None on Ethernet-only ranges
+    ip6: str | None = None
+    network_address: str | None = None  # e.g. 192.168.150.0
+    mask: str | None = None  # e.g. 255.255.255.0
+    gateway: str | None = None
+    dns: str | None = None
+    bridge: str | None = None  # bridge networks: the Linux bridge's name
+    netns: str | None = None  # bridge networks: the namespace the bridge lives in
+    ports: tuple[int, ...] = ()  # user networks: guest TCP ports forwarded to 127.0.0.1
+
+
+@dataclass(frozen=True)
+class BootSpec:
+    """Direct kernel boot (the template's OS section); files are front-end paths."""
+
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str = ""
+
+
+@dataclass(frozen=True)
 class DeploySpec:
     """Everything a hypervisor needs to start one instance."""
 
@@ -47,6 +92,14 @@ class DeploySpec:
     memory: int  # MB
     template: dict[str, Any]  # the full template (DISK, NIC, CONTEXT, provider sections)
     checkpoint: str | None = None  # restore from this saved state instead of booting
+    disks: tuple[DiskSpec, ...] = ()
+    nics: tuple[NicSpec, ...] = ()
+    boot: BootSpec | None = None
+    #: files of the context CD-ROM (name -> content): context.sh, init.sh, FILES and the
+    #: cloud-init NoCloud meta-data/user-data; None when the template has no CONTEXT
+    context: dict[str, bytes] | None = None
+    #: a cold migration's source host, whose VM directory the target must take over
+    source: HostInfo | None = None
 
 
 class InstanceState(StrEnum):
@@ -140,8 +193,19 @@ class Driver(ABC):
         """Move a running instance to `target` without stopping it."""
 
     @abstractmethod
-    async def cleanup(self, host: HostInfo, request_id: str, deploy_id: str | None) -> None:
-        """Remove whatever an instance or a half-made deploy left on the host; idempotent."""
+    async def cleanup(
+        self, host: HostInfo, vm_id: int, request_id: str, deploy_id: str | None
+    ) -> None:
+        """Remove whatever an instance or a half-made deploy left on the host (its
+        process, VM directory, disks, taps); idempotent."""
+
+    async def console_log(self, host: HostInfo, deploy_id: str, max_bytes: int) -> bytes:
+        """The last `max_bytes` of the instance's serial console (or container log)."""
+        raise Unsupported(f"the {self.name} driver keeps no console log")
+
+    async def save_disk(self, host: HostInfo, vm_id: int, disk_index: int, dest: str) -> None:
+        """Copy disk `disk_index` of a VM (flattened) to `dest` on the front-end."""
+        raise Unsupported(f"the {self.name} driver cannot save disks")
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; called when the daemon stops."""

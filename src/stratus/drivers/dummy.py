@@ -318,7 +318,9 @@ class DummyDriver(Driver):
         self.world.set_state(deploy_id, "running", host=target.name)
         return self._info(self._live(target, deploy_id))
 
-    async def cleanup(self, host: HostInfo, request_id: str, deploy_id: str | None) -> None:
+    async def cleanup(
+        self, host: HostInfo, vm_id: int, request_id: str, deploy_id: str | None
+    ) -> None:
         await self._enter(host, "cleanup")
         for inst in (self.world.by_request(request_id), self.world.get(deploy_id or "")):
             if inst is not None and inst.host == host.name and inst.state != "destroyed":

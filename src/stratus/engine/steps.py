@@ -155,7 +155,7 @@ async def _shutting_down(vm: Vm, ctx: StepContext) -> VmChange:
 async def _epilog(vm: Vm, ctx: StepContext) -> VmChange:
     note = ""
     if ctx.host is not None and ctx.driver is not None:
-        cleanup = ctx.driver.cleanup(ctx.host, vm.request_id(), vm.deploy_id)
+        cleanup = ctx.driver.cleanup(ctx.host, vm.id, vm.request_id(), vm.deploy_id)
         try:
             await with_deadline(cleanup, ctx.timeouts.operation, "cleanup")
         except StratusError as exc:

@@ -72,6 +72,7 @@ class Vm:
     version: int
     host_name: str | None = None  # filled by reads that join hosts
     checkpoint: str | None = None  # saved memory state of a STOPPED VM (driver's reference)
+    info: dict[str, Any] = field(default_factory=dict)  # the driver's report: address, ports
 
     def request_id(self) -> str:
         """Idempotency key for the driver call of the current operation."""

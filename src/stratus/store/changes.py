@@ -61,6 +61,7 @@ class VmChange:
     target_host_id: int | _Keep | None = _KEEP
     deploy_id: str | _Keep | None = _KEEP
     checkpoint: str | _Keep | None = _KEEP  # the driver's reference to a saved memory state
+    info: dict[str, Any] | _Keep = _KEEP  # the driver's report (address, ports), replaced whole
     resched: bool | _Keep = _KEEP
     bump_op_seq: bool = False  # op_seq += 1: a new user operation
     open_history: tuple[int, str] | None = None  # (host_id, reason): a new placement record
@@ -81,6 +82,7 @@ _FIELDS = (
     "target_host_id",
     "deploy_id",
     "checkpoint",
+    "info",
     "resched",
 )
 

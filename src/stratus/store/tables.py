@@ -168,6 +168,7 @@ vms = Table(
     Column("template", JsonText, nullable=False),
     Column("deploy_id", String(255), nullable=True),
     Column("checkpoint", Text, nullable=True),
+    Column("info", JsonText, nullable=False),  # what the driver reported: address, ports
     Column("op_seq", Integer, nullable=False),
     Column("resched", Boolean, nullable=False),
     Column("created", UtcDateTime, nullable=False),
@@ -216,3 +217,74 @@ api_tokens = Table(
     Column("token_hash", String(255), nullable=False, unique=True),
     Column("created", UtcDateTime, nullable=False),
 )
+
+# Images (issue 3). A row per registered image; `path` is its file (or rootfs directory)
+# in the image datastore on the front-end. State LOCKED while importing, READY, ERROR
+# (reason says why) or DISABLED; USED is derived from image_uses.
+images = Table(
+    "images",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("type", String(16), nullable=False),  # OS CDROM DATABLOCK KERNEL RAMDISK CONTEXT
+    Column("state", String(16), nullable=False),
+    Column("persistent", Boolean, nullable=False),
+    Column("format", String(16), nullable=False),  # raw qcow2 vmdk vpc vdi iso tar dir file
+    Column("size", BigInteger, nullable=False),  # bytes (virtual size for disks)
+    Column("actual_size", BigInteger, nullable=False),  # bytes in the datastore
+    Column("checksum", String(80), nullable=False),  # "sha256:<hex>" once imported
+    Column("path", Text, nullable=False),
+    Column("source", Text, nullable=False),  # where it was imported from (path or URL)
+    Column("datastore", String(255), nullable=False),
+    Column("progress", Float, nullable=False),  # 0..1 while LOCKED
+    Column("reason", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("created", UtcDateTime, nullable=False),
+    Column("updated", UtcDateTime, nullable=False),
+    Column("version", Integer, nullable=False),
+)
+
+# Which VM uses which image (one row per disk): an image with uses is USED and cannot be
+# deleted; a persistent image has at most one user.
+image_uses = Table(
+    "image_uses",
+    metadata,
+    Column("image_id", Integer, ForeignKey("images.id"), primary_key=True),
+    Column("vm_id", Integer, ForeignKey("vms.id"), primary_key=True),
+    Column("disk_index", Integer, primary_key=True, autoincrement=False),
+)
+Index("ix_image_uses_vm_id", image_uses.c.vm_id)
+
+# Virtual networks (issue 3). `spec` is the parsed network template: address ranges,
+# gateway, DNS, mask, MAC prefix.
+vnets = Table(
+    "vnets",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("driver", String(16), nullable=False),  # bridge | user
+    Column("bridge", String(15), nullable=True),
+    Column("netns", String(64), nullable=True),
+    Column("spec", JsonText, nullable=False),
+    Column("created", UtcDateTime, nullable=False),
+    Column("version", Integer, nullable=False),
+)
+
+# A row per address in use (by a VM's NIC) or on hold; a free address has no row. The
+# primary key makes two VMs taking the same address impossible.
+leases = Table(
+    "leases",
+    metadata,
+    Column("vnet_id", Integer, ForeignKey("vnets.id"), primary_key=True),
+    Column("ar_id", Integer, primary_key=True, autoincrement=False),
+    Column("offset", Integer, primary_key=True, autoincrement=False),  # index in the range
+    Column("mac", String(17), nullable=False),
+    Column("ip", String(15), nullable=True),
+    Column("ip6", String(39), nullable=True),
+    Column("vm_id", Integer, ForeignKey("vms.id"), nullable=True),
+    Column("nic_index", Integer, nullable=True),
+    Column("held", Boolean, nullable=False),
+    Column("created", UtcDateTime, nullable=False),
+)
+Index("ix_leases_vm_id", leases.c.vm_id)
+Index("uq_leases_vnet_mac", leases.c.vnet_id, leases.c.mac, unique=True)

@@ -105,6 +105,7 @@ _COLUMNS = (
     vms.c.version,
     hosts.c.name.label("host_name"),
     vms.c.checkpoint,
+    vms.c.info,
 )
 _NAMES = tuple(column.name for column in _COLUMNS)
 if set(_NAMES) != {field.name for field in dataclasses.fields(Vm)} or hasattr(Vm, "__slots__"):
@@ -143,7 +144,7 @@ def vm_reader(dialect_name: str) -> VmReader:
         (
             vm_id, name, state, action, failed_state, reason, host_id, target_host_id, cpu,
             vcpu, memory, user_priority, requirements, rank, template, deploy_id, op_seq,
-            resched, created, updated, version, host_name, checkpoint,
+            resched, created, updated, version, host_name, checkpoint, info,
         ) = row  # fmt: skip
         vm: Vm = _new_instance(Vm)
         vm.__dict__.update(
@@ -171,6 +172,7 @@ def vm_reader(dialect_name: str) -> VmReader:
                 "version": version,
                 "host_name": host_name,
                 "checkpoint": checkpoint,
+                "info": loads(info) if isinstance(info, str) else info,
             }
         )
         return vm
@@ -272,6 +274,7 @@ def _row(vm: NewVm, now: datetime) -> dict[str, Any]:
         "template": vm.template,
         "deploy_id": None,
         "checkpoint": None,
+        "info": {},
         "op_seq": 0,
         "resched": False,
         "created": now,
