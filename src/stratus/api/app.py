@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import Response
 
-from stratus.api import events, hosts, vms
+from stratus.api import events, hosts, images, vms, vnets
 from stratus.api.auth import TokenVerifier, require_token
 from stratus.api.deps import StoreReader
 from stratus.api.errors import install_error_handlers
@@ -83,6 +83,6 @@ def create_app(engine: Engine, *, manage_engine: bool = True, read_threads: int 
         """The OpenAPI document of this API (needs a token, like every route but health)."""
         return JsonResponse(app.openapi())
 
-    for module in (vms, hosts, events):
+    for module in (vms, hosts, events, images, vnets):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=authenticated)
     return app

@@ -9,10 +9,13 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from stratus.cli.appliance import appliance_app
 from stratus.cli.client import ClientError, default_data_dir
 from stratus.cli.host import host_app
+from stratus.cli.image import image_app
 from stratus.cli.output import print_error
 from stratus.cli.vm import vm_app
+from stratus.cli.vnet import vnet_app
 from stratus.model.errors import StratusError
 
 __all__ = ["app"]
@@ -38,6 +41,9 @@ app = typer.Typer(
 )
 app.add_typer(vm_app, name="vm")
 app.add_typer(host_app, name="host")
+app.add_typer(image_app, name="image")
+app.add_typer(vnet_app, name="vnet")
+app.add_typer(appliance_app, name="appliance")
 
 DataDir = Annotated[
     Path | None,

@@ -17,7 +17,9 @@ from stratus.engine.config import EngineConfig
 from stratus.engine.dispatch import Dispatcher
 from stratus.engine.drivers import DriverSet
 from stratus.engine.hostcache import HostCache
+from stratus.engine.images import ImageService
 from stratus.engine.monitor import Monitor
+from stratus.engine.networks import NetworkService
 from stratus.engine.operations import build_vms, check_driver, host_change, operation_change
 from stratus.engine.runner import DbRunner
 from stratus.engine.scheduling import SchedulerLoop
@@ -55,6 +57,8 @@ class Engine:
         self.data_dir = data_dir
         self.drivers = drivers or DriverSet(data_dir)
         self.db = DbRunner(store)
+        self.images = ImageService(store, data_dir)
+        self.networks = NetworkService(store)
         self._tasks: list[asyncio.Task[None]] = []
         self._batcher: ChangeBatcher | None = None
         self.dispatcher: Dispatcher | None = None
