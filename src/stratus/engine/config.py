@@ -29,3 +29,6 @@ class EngineConfig:
     dispatch_concurrency: int = 1000  # driver operations in flight at once
     pending_timeout: float = 0.0  # fail a VM that waited this long for a host; 0 = never
     batch_window: float = 0.005  # group-commit window for state changes
+    #: the API's TCP port, for the STRATUS_URL a guest reports READY to (through its
+    #: network's gateway); None when the API is not served (tests of the engine alone)
+    api_port: int | None = None

@@ -21,6 +21,7 @@ from stratus.engine.images import ImageService
 from stratus.engine.monitor import Monitor
 from stratus.engine.networks import NetworkService
 from stratus.engine.operations import build_vms, check_driver, host_change, operation_change
+from stratus.engine.resources import ResourceResolver
 from stratus.engine.runner import DbRunner
 from stratus.engine.scheduling import SchedulerLoop
 from stratus.model.errors import Conflict, InvalidInput
@@ -59,6 +60,7 @@ class Engine:
         self.db = DbRunner(store)
         self.images = ImageService(store, data_dir)
         self.networks = NetworkService(store)
+        self.resources = ResourceResolver(store, data_dir, self.config.api_port)
         self._tasks: list[asyncio.Task[None]] = []
         self._batcher: ChangeBatcher | None = None
         self.dispatcher: Dispatcher | None = None
@@ -69,7 +71,9 @@ class Engine:
     async def start(self) -> None:
         batcher = ChangeBatcher(self.db, self.config.batch_window)
         hosts = HostCache(self.db, max_age=min(self.config.monitor_interval, 5.0))
-        dispatcher = Dispatcher(self.db, batcher, self.drivers, self.config, hosts)
+        dispatcher = Dispatcher(
+            self.db, batcher, self.drivers, self.config, hosts, resolver=self.resources
+        )
         scheduler = SchedulerLoop(self.db, batcher, self.drivers, self.config, dispatcher.wake)
         monitor = Monitor(
             self.db, batcher, self.drivers, self.config, hosts, dispatcher.busy, scheduler.wake
@@ -114,11 +118,11 @@ class Engine:
         self, text: str, *, fmt: str = "auto", hold: bool = False, count: int = 1
     ) -> SubmitResult:
         """Parse and validate a template, store `count` VMs as PENDING (or HOLD)."""
-        new, warnings = build_vms(text, fmt=fmt, hold=hold, count=count)
-        vms = await self.db.call(self.store.create_vms, new)
+        submission = build_vms(text, fmt=fmt, hold=hold, count=count)
+        vms = await self.db.call(self.store.create_vms, submission.vms, submission.requests)
         if self.scheduler and not hold:
             self.scheduler.wake()
-        return SubmitResult(vms=vms, warnings=warnings)
+        return SubmitResult(vms=vms, warnings=submission.warnings)
 
     async def operate(
         self,

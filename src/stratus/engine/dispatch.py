@@ -8,6 +8,7 @@ the VMs that were half-way and finishes them; no separate recovery path.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -16,6 +17,7 @@ from stratus.engine.config import EngineConfig
 from stratus.engine.drivers import DriverSet, host_info
 from stratus.engine.hostcache import HostCache
 from stratus.engine.loop import Tasks, run_loop
+from stratus.engine.resources import ResourceResolver
 from stratus.engine.runner import DbRunner
 from stratus.engine.steps import StepContext, run_step
 from stratus.model.errors import Conflict, NotFound, StratusError
@@ -39,8 +41,10 @@ class Dispatcher:
         config: EngineConfig,
         hosts: HostCache,
         on_change: Callable[[Vm], None] = lambda vm: None,
+        resolver: ResourceResolver | None = None,
     ) -> None:
         self._db = db
+        self._resolver = resolver
         self._batcher = batcher
         self._drivers = drivers
         self._config = config
@@ -118,12 +122,19 @@ class Dispatcher:
                 target_driver=self._drivers.get(target.driver) if target else None,
                 timeouts=self._config.timeouts,
             )
-        except StratusError as exc:  # e.g. the host's driver cannot be loaded
+            if self._resolver is not None and vm.state in _DEPLOY_STATES:
+                resources = await self._db.call(self._resolver.resolve, vm)
+                ctx = dataclasses.replace(ctx, resources=resources)
+        except StratusError as exc:  # the host's driver cannot be loaded, an image is gone...
             return VmChange(vm.id, vm.version, VmState.FAILED, str(exc), failed_state=vm.state)
         return await run_step(vm, ctx)
 
     async def _host(self, host_id: int | None) -> Host | None:
         return None if host_id is None else await self._hosts.get(host_id)
+
+
+# The steps that start an instance, and so need its disks, NICs and context.
+_DEPLOY_STATES = frozenset({VmState.PROLOG, VmState.BOOT, VmState.MIGRATING})
 
 
 def _has_work(vm: Vm) -> bool:

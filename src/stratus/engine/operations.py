@@ -6,6 +6,7 @@ one conditional change; the loops then do the work.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from stratus.drivers.registry import load_driver_class
@@ -15,10 +16,11 @@ from stratus.model.errors import Conflict, InvalidInput, StratusError
 from stratus.model.expr import parse_expression
 from stratus.model.lifecycle import Action, Operation, RecoverMode, VmState, plan_operation
 from stratus.model.records import Host, HostState, Vm
+from stratus.model.resources import ResourceRequests, resource_requests
 from stratus.model.template import parse_template, vm_spec
 from stratus.store import NewVm, VmChange
 
-__all__ = ["build_vms", "host_change", "operation_change"]
+__all__ = ["Submission", "build_vms", "host_change", "operation_change"]
 
 _MAX_COUNT = 1000
 _CAPABILITY = {  # the driver capability an action needs
@@ -32,12 +34,22 @@ _CAPABILITY = {  # the driver capability an action needs
 }
 
 
-def build_vms(text: str, *, fmt: str, hold: bool, count: int) -> tuple[list[NewVm], list[str]]:
+@dataclass(frozen=True)
+class Submission:
+    """What a submitted template becomes: the VM records, warnings, and what they need."""
+
+    vms: list[NewVm]
+    warnings: list[str]
+    requests: ResourceRequests
+
+
+def build_vms(text: str, *, fmt: str, hold: bool, count: int) -> Submission:
     """Parse and validate a template into `count` new VM records (and its warnings)."""
     if not 1 <= count <= _MAX_COUNT:
         raise InvalidInput(f"count must be between 1 and {_MAX_COUNT}, not {count}")
     template = parse_template(text, format=fmt)
     spec = vm_spec(template)
+    requests = resource_requests(spec)
     for attr, expression in (("SCHED_REQUIREMENTS", spec.requirements), ("SCHED_RANK", spec.rank)):
         if expression:
             try:
@@ -63,7 +75,7 @@ def build_vms(text: str, *, fmt: str, hold: bool, count: int) -> tuple[list[NewV
         )
         for name in names
     ]
-    return vms, list(spec.warnings)
+    return Submission(vms, list(spec.warnings), requests)
 
 
 async def operation_change(

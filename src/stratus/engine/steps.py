@@ -8,11 +8,12 @@ request id (deploy), or succeed when their work is already done (destroy, cleanu
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from stratus.drivers.base import DeploySpec, Driver, HostInfo, InstanceInfo
 from stratus.engine.config import Timeouts
 from stratus.engine.drivers import with_deadline
+from stratus.engine.resources import VmResources
 from stratus.model.errors import DriverError, DriverTimeout, StratusError
 from stratus.model.lifecycle import Action, VmState, success_state
 from stratus.model.records import Vm
@@ -35,9 +36,16 @@ class StepContext:
     target: HostInfo | None
     target_driver: Driver | None
     timeouts: Timeouts
+    resources: VmResources = field(default_factory=VmResources)  # deploy steps' inputs
 
 
-def _spec(vm: Vm, request_id: str, checkpoint: str | None) -> DeploySpec:
+def _spec(
+    vm: Vm,
+    request_id: str,
+    checkpoint: str | None,
+    resources: VmResources,
+    source: HostInfo | None = None,
+) -> DeploySpec:
     return DeploySpec(
         request_id=request_id,
         vm_id=vm.id,
@@ -47,6 +55,11 @@ def _spec(vm: Vm, request_id: str, checkpoint: str | None) -> DeploySpec:
         memory=vm.memory,
         template=vm.template,
         checkpoint=checkpoint,
+        disks=resources.disks,
+        nics=resources.nics,
+        boot=resources.boot,
+        context=resources.context,
+        source=source,
     )
 
 
@@ -87,7 +100,7 @@ def _failure(vm: Vm, exc: StratusError) -> VmChange:
 
 async def _prolog(vm: Vm, ctx: StepContext) -> VmChange:
     host, driver = _on_host(ctx)
-    spec = _spec(vm, vm.request_id(), vm.checkpoint)
+    spec = _spec(vm, vm.request_id(), vm.checkpoint, ctx.resources)
     await with_deadline(driver.prepare(host, spec), ctx.timeouts.deploy, "prolog")
     return _change(vm, S.BOOT, f"prolog done on {host.name}")
 
@@ -99,14 +112,22 @@ async def _boot(vm: Vm, ctx: StepContext) -> VmChange:
         info = await with_deadline(driver.resume(host, vm.deploy_id), t.operation, "resume")
         return _running(vm, info, f"resumed on {host.name}")
     what = "restored" if vm.checkpoint else "booted"
-    spec = _spec(vm, vm.request_id(), vm.checkpoint)
+    spec = _spec(vm, vm.request_id(), vm.checkpoint, ctx.resources)
     info = await with_deadline(driver.deploy(host, spec), t.deploy, "deploy")
     return _running(vm, info, f"{what} on {host.name}")
 
 
 def _running(vm: Vm, info: InstanceInfo, reason: str, **fields: object) -> VmChange:
+    report = {"address": info.address, **info.extra} if info.address else dict(info.extra)
     return _change(
-        vm, S.RUNNING, reason, action=None, deploy_id=info.deploy_id, checkpoint=None, **fields
+        vm,
+        S.RUNNING,
+        reason,
+        action=None,
+        deploy_id=info.deploy_id,
+        checkpoint=None,
+        info=report,
+        **fields,
     )
 
 
@@ -197,7 +218,7 @@ async def _migrating(vm: Vm, ctx: StepContext) -> VmChange:
         checkpoint = vm.checkpoint
         if vm.deploy_id:
             checkpoint = await with_deadline(driver.save(host, vm.deploy_id), t.operation, "save")
-        spec = _spec(vm, f"{vm.request_id()}-m", checkpoint)
+        spec = _spec(vm, f"{vm.request_id()}-m", checkpoint, ctx.resources, source=host)
         info = await with_deadline(ctx.target_driver.deploy(target, spec), t.deploy, "restore")
         how = "cold-migrated"
     reason = f"{how} from {host.name} to {target.name}"

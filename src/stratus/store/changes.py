@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     Update,
     bindparam,
+    delete,
     func,
     literal,
     select,
@@ -30,7 +31,7 @@ from stratus.model.lifecycle import Action, VmState, check_transition
 from stratus.model.records import HistoryRecord, Vm
 from stratus.store.conflicts import changed_meanwhile
 from stratus.store.events import StateChange, write_events
-from stratus.store.tables import history, hosts, vms
+from stratus.store.tables import history, hosts, image_uses, leases, vms
 from stratus.store.vms import fetch_vms, vm_query
 
 __all__ = ["VmChange", "apply_changes", "read_history"]
@@ -112,7 +113,17 @@ def apply_changes(
         current[vm.id] = vm
         results.append(vm)
     write_events(conn, happened, now)
+    ended = [c.object_id for c in happened if c.to_state == "DONE" and c.from_state != "DONE"]
+    if ended:
+        _release_resources(conn, ended)
     return results
+
+
+def _release_resources(conn: Connection, vm_ids: list[int]) -> None:
+    """Give back ended VMs' leases and image uses, in the transaction that ends them."""
+    for part in _chunks(vm_ids):
+        conn.execute(delete(leases).where(leases.c.vm_id.in_(part)))
+        conn.execute(delete(image_uses).where(image_uses.c.vm_id.in_(part)))
 
 
 def _lock_hosts(conn: Connection, host_ids: list[int]) -> dict[int, str]:

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from stratus.model.errors import Conflict
 from stratus.model.lifecycle import VmState
 from stratus.model.records import Event, HistoryRecord, Host, HostState, Vm
+from stratus.model.resources import ResourceRequests
 from stratus.store import changes as changes_mod
 from stratus.store import db, events, hosts, tokens
 from stratus.store import vms as vms_mod
@@ -138,10 +139,17 @@ class Store:
 
     # vms
 
-    def create_vms(self, vms: Sequence[NewVm]) -> list[Vm]:
-        """Create VMs in one transaction, each with its creation event."""
+    def create_vms(
+        self, vms: Sequence[NewVm], requests: ResourceRequests | None = None
+    ) -> list[Vm]:
+        """Create VMs in one transaction, each with its creation event, its image uses and
+        its leases; a missing image or network or no free lease creates nothing."""
         with db.write(self.engine) as conn:
-            return vms_mod.insert_vms(conn, self._clock(), vms)
+            if requests is None or requests.empty:
+                return vms_mod.insert_vms(conn, self._clock(), vms)
+            from stratus.store.resources import insert_vms_with_resources
+
+            return insert_vms_with_resources(conn, self._clock(), vms, requests)
 
     def get_vm(self, vm_id: int) -> Vm:
         """One VM with host_name; NotFound otherwise."""
