@@ -6,17 +6,23 @@ UV := $(CURDIR)/.tools/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := python3
 
-.PHONY: demo test deps lint typecheck pytest bench clean
+.PHONY: demo test deps lint typecheck pytest bench clean appliance
 
 deps:
 	@sh tools/bootstrap.sh
 	@$(UV) sync --frozen --quiet
 
 demo: deps
+	@sh tools/bootstrap.sh virt
 	@bash examples/demo.sh
 
+# The test appliance (kernel, initrd, qcow2 disk, LXC root filesystem), cached in .tools/.
+appliance: deps
+	@sh tools/bootstrap.sh virt
+	$(UV) run --frozen stratus appliance build --out $(CURDIR)/.tools/appliance
+
 test: deps
-	@sh tools/bootstrap.sh postgres
+	@sh tools/bootstrap.sh postgres virt
 	$(MAKE) --no-print-directory lint typecheck pytest
 
 lint:

@@ -15,7 +15,8 @@ ALLOWED: dict[str, set[str]] = {
     "scheduler": {"model", "scheduler"},
     "engine": {"model", "store", "drivers", "scheduler", "engine"},
     "api": {"model", "store", "engine", "api", "scheduler"},
-    "cli": {"model", "cli", "engine", "scheduler"},
+    "cli": {"model", "cli", "engine", "scheduler", "appliance"},
+    "appliance": {"model", "drivers", "appliance"},  # a front-end build tool, floor 2
 }
 
 
@@ -42,17 +43,18 @@ def test_every_package_imports_only_its_own_floor_or_lower() -> None:
     assert not wrong, "\n".join(wrong)
 
 
+# The hypervisor drivers themselves; the other modules in drivers/ are the parts they
+# share (host access, SSH, probes, transfer, network devices, QMP, context CD-ROMs).
+DRIVER_MODULES = {"dummy", "qemu", "lxc"}
+
+
 def test_drivers_never_import_another_drivers_module() -> None:
     wrong = []
     for path in (SRC / "drivers").glob("*.py"):
-        if path.stem in ("base", "registry", "__init__"):
+        if path.stem == "registry":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             module = node.module if isinstance(node, ast.ImportFrom) else None
-            if (
-                module
-                and module.startswith("stratus.drivers.")
-                and module != "stratus.drivers.base"
-            ):
+            if module and module.removeprefix("stratus.drivers.") in DRIVER_MODULES:
                 wrong.append(f"{path.name} imports {module}")
     assert not wrong, wrong

@@ -3,6 +3,7 @@
 # python3 and make: uv (into .tools/), and Debian packages when run as root.
 #   tools/bootstrap.sh            uv only
 #   tools/bootstrap.sh postgres   also a PostgreSQL server for the store tests
+#   tools/bootstrap.sh virt       also QEMU, LXC, sshd, busybox... for real VMs and containers
 set -eu
 cd "$(dirname "$0")/.."
 mkdir -p .tools/bin
@@ -40,6 +41,23 @@ for extra in "$@"; do
     postgres)
         if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
             apt_install postgresql || echo "bootstrap: PostgreSQL tests will fail without it" >&2
+        fi
+        ;;
+    virt)
+        # Real hypervisors, host access and the appliance build (apt-get download + dpkg -x).
+        missing=""
+        for pair in qemu-system-x86:qemu-system-x86_64 qemu-utils:qemu-img lxc:lxc-start \
+            busybox-static:busybox openssh-server:sshd openssh-client:ssh rsync:rsync \
+            kmod:depmod cpio:cpio iproute2:ip e2fsprogs:mke2fs; do
+            pkg=${pair%%:*}
+            cmd=${pair#*:}
+            if ! PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1; then
+                missing="$missing $pkg"
+            fi
+        done
+        if [ -n "$missing" ]; then
+            # shellcheck disable=SC2086 # word splitting intended
+            apt_install $missing || echo "bootstrap: VM and container tests will fail without:$missing" >&2
         fi
         ;;
     *) echo "bootstrap: unknown extra $extra" >&2; exit 2 ;;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -112,8 +113,9 @@ def run(data_dir: Path, listen: str, db_url: str | None, config: EngineConfig) -
         store = open_store(db_url or f"sqlite:///{data_dir / 'stratus.db'}")
         cleanup.callback(store.close)
         ensure_admin_token(store, data_dir)
-        engine = Engine(store, config=config, data_dir=data_dir)
         bound_host, bound_port = sock.getsockname()[:2]
+        config = dataclasses.replace(config, api_port=bound_port)  # guests report READY here
+        engine = Engine(store, config=config, data_dir=data_dir)
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         endpoint = f"http://{shown}:{bound_port}"
         cleanup.callback((data_dir / ENDPOINT_FILE).unlink, missing_ok=True)

@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import Response
 
-from stratus.api import events, hosts, images, vms, vnets
+from stratus.api import events, guest, hosts, images, vms, vnets
 from stratus.api.auth import TokenVerifier, require_token
 from stratus.api.deps import StoreReader
 from stratus.api.errors import install_error_handlers
@@ -76,6 +76,7 @@ def create_app(engine: Engine, *, manage_engine: bool = True, read_threads: int 
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.include_router(health_router, prefix=API_PREFIX)
+    app.include_router(guest.router, prefix=API_PREFIX)  # before vms: its own token check
     authenticated = [Depends(require_token)]
 
     @app.get(f"{API_PREFIX}/openapi.json", include_in_schema=False, dependencies=authenticated)

@@ -22,11 +22,14 @@ from pydantic.json_schema import WithJsonSchema
 
 from stratus.model.errors import InvalidInput
 from stratus.model.lifecycle import Action, RecoverMode, VmState
-from stratus.model.records import HostState
+from stratus.model.records import HostState, ImageState, ImageType
 from stratus.model.units import parse_size_mb
 
 __all__ = [
     "MAX_ID",
+    "AddressIn",
+    "AddressOut",
+    "AddressRangeOut",
     "ErrorBody",
     "ErrorOut",
     "EventOut",
@@ -38,6 +41,12 @@ __all__ = [
     "HostOperation",
     "HostOut",
     "HostPage",
+    "ImageDetail",
+    "ImageIn",
+    "ImageOperation",
+    "ImageOut",
+    "ImagePage",
+    "LeaseOut",
     "OperationIn",
     "StateChangeOut",
     "SubmitIn",
@@ -46,6 +55,11 @@ __all__ = [
     "VmOut",
     "VmPage",
     "VmRef",
+    "VnetCreated",
+    "VnetDetail",
+    "VnetIn",
+    "VnetOut",
+    "VnetPage",
 ]
 
 #: Largest id a database column holds (signed 64-bit); larger ones cannot exist.
@@ -180,6 +194,10 @@ class VmOut(BaseModel):
     requirements: str
     rank: str
     deploy_id: str | None
+    info: dict[str, Any] = Field(
+        default_factory=dict,
+        description="what the driver and guest reported: address, forwarded ports, ready",
+    )
     resched: bool
     created: datetime
     updated: datetime
@@ -269,3 +287,160 @@ class EventOut(StateChangeOut):
 class EventPage(BaseModel):
     items: list[EventOut]
     next: int | None
+
+
+# -- images -------------------------------------------------------------------------------
+ImageFormat = Literal["raw", "qcow2", "vmdk", "vpc", "vdi"]
+MAX_SOURCE = 4096  # characters of an image path or URL
+
+
+def _not_an_id(name: str) -> str:
+    if name.isdigit():  # `GET /images/{ref}` reads a numeric ref as an id
+        raise ValueError("an image name must not be all digits (it would read as an image id)")
+    return name
+
+
+class ImageIn(_Strict):
+    """An image to register: a path on the daemon's machine or an http(s) URL (one of them)."""
+
+    name: Annotated[HostName, AfterValidator(_not_an_id)]
+    path: str | None = Field(
+        default=None, max_length=MAX_SOURCE, description="absolute path on the daemon's machine"
+    )
+    url: str | None = Field(default=None, max_length=MAX_SOURCE, description="http(s) URL")
+    type: ImageType = ImageType.OS
+    persistent: bool = Field(default=False, description="VMs write to the image itself")
+    format: ImageFormat | None = Field(
+        default=None, description="convert a disk image to this format on import"
+    )
+    description: ShortText = ""
+
+
+class ImageOperation(StrEnum):
+    ENABLE = "enable"
+    DISABLE = "disable"
+
+
+class ImageOut(BaseModel):
+    id: int
+    name: str
+    type: ImageType
+    state: ImageState = Field(description="USED: READY and used by VMs")
+    persistent: bool
+    format: str = Field(
+        description='raw qcow2 vmdk vpc vdi tar dir iso kernel ramdisk file ("" while LOCKED)'
+    )
+    size: int = Field(description="bytes: a disk's virtual size, else the file's size")
+    actual_size: int = Field(description="bytes it takes in the datastore")
+    checksum: str = Field(description='"sha256:<hex>" of the stored file, once imported')
+    path: str = Field(description="its file in the datastore, once imported")
+    source: str = Field(description="where it was imported from (a URL without credentials)")
+    datastore: str
+    progress: float = Field(description="0..1 while LOCKED")
+    reason: str = Field(description="the import's phase, its error, or who disabled it")
+    description: str
+    vms: list[int] = Field(description="ids of the VMs using it")
+    created: datetime
+    updated: datetime
+    version: int
+
+
+class ImagePage(BaseModel):
+    items: list[ImageOut]
+    next: int | None
+
+
+class ImageDetail(ImageOut):
+    events: list[StateChangeOut] = Field(description="the last 50 state changes, oldest first")
+
+
+class VmLogOut(BaseModel):
+    """The end of a VM's console log."""
+
+    vm_id: int
+    log: str
+
+
+# -- virtual networks ---------------------------------------------------------------------
+class VnetIn(_Strict):
+    """A network template (NAME, VN_MAD or BRIDGE, NETWORK_ADDRESS/MASK, AR = [...])."""
+
+    template: str = Field(max_length=MAX_TEMPLATE, description="the template text (max 1 MB)")
+    format: Literal["auto", "classic", "yaml", "json"] = "auto"
+
+
+class AddressIn(_Strict):
+    """One address of a network."""
+
+    address: str = Field(
+        min_length=1, max_length=64, description="an IPv4, IPv6 or MAC address of the network"
+    )
+
+
+class AddressRangeOut(BaseModel):
+    id: int = Field(description="position in the template: AR 0, AR 1...")
+    type: Literal["IP4", "IP6", "IP4_6", "ETHER"]
+    size: int
+    first_mac: str
+    last_mac: str
+    first_ip: str | None
+    last_ip: str | None
+    global_prefix: str | None = Field(description="IPv6 /64 (IP6, IP4_6 ranges)")
+    ula_prefix: str | None
+
+
+class VnetOut(BaseModel):
+    id: int
+    name: str
+    driver: Literal["bridge", "user"]
+    bridge: str | None
+    netns: str | None
+    network_address: str | None
+    network_mask: str | None
+    gateway: str | None
+    dns: str | None
+    mac_prefix: str
+    guest_ports: list[int] = Field(description="user networks: TCP ports forwarded to 127.0.0.1")
+    description: str
+    ranges: list[AddressRangeOut]
+    size: int = Field(description="addresses in all ranges")
+    used: int = Field(description="addresses leased to VMs")
+    held: int = Field(description="addresses on hold")
+    free: int
+    created: datetime
+    version: int
+
+
+class VnetCreated(VnetOut):
+    warnings: list[str]
+
+
+class VnetPage(BaseModel):
+    items: list[VnetOut]
+    next: int | None
+
+
+class LeaseOut(BaseModel):
+    ar: int
+    offset: int
+    mac: str
+    ip: str | None
+    ip6: str | None
+    state: Literal["used", "held"]
+    vm_id: int | None
+    nic_index: int | None
+    created: datetime
+
+
+class VnetDetail(VnetOut):
+    leases: list[LeaseOut] = Field(description="used and held addresses, by range and offset")
+
+
+class AddressOut(BaseModel):
+    """An address after hold (state held) or release (state free)."""
+
+    network: str
+    mac: str
+    ip: str | None
+    ip6: str | None
+    state: Literal["held", "free"]

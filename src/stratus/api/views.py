@@ -63,6 +63,7 @@ def vm_view(vm: Vm) -> dict[str, Any]:
         "requirements": vm.requirements,
         "rank": vm.rank,
         "deploy_id": vm.deploy_id,
+        "info": vm.info,
         "resched": vm.resched,
         "created": vm.created,
         "updated": vm.updated,

@@ -28,6 +28,7 @@ from stratus.api.schemas import (
     SubmitIn,
     SubmitOut,
     VmDetail,
+    VmLogOut,
     VmOut,
     VmPage,
 )
@@ -79,6 +80,17 @@ async def show_vm(store: StoreDep, vm_id: VmId) -> Response:
     # A point read (one transaction, three indexed queries) runs on the loop: see StoreReader.
     vm, history, recent = store.vm_detail(vm_id, recent_events=RECENT_EVENTS)
     return JsonResponse(vm_detail_view(vm, history, recent))
+
+
+@router.get("/{vm_id}/log", response_model=VmLogOut, summary="The tail of a VM's console log")
+async def vm_log(
+    engine: EngineDep,
+    vm_id: VmId,
+    max_bytes: Annotated[int, Query(ge=1, le=4 * 1024 * 1024, alias="bytes")] = 64 * 1024,
+) -> Response:
+    """The serial console of a QEMU VM, or the console log of a container, from its host."""
+    data = await engine.console_log(vm_id, max_bytes)
+    return JsonResponse({"vm_id": vm_id, "log": data.decode(errors="replace")})
 
 
 @router.post(

@@ -156,6 +156,10 @@ class StratusClient:
         result: dict[str, Any] = self.request("POST", f"/vms/{vm_id}/{operation}", json=args)
         return result
 
+    def vm_log(self, vm_id: int, max_bytes: int) -> str:
+        result = self.request("GET", f"/vms/{vm_id}/log", params={"bytes": max_bytes})
+        return str(result["log"])
+
     # -- hosts ------------------------------------------------------------------------
     def add_host(self, **fields: Any) -> dict[str, Any]:
         result: dict[str, Any] = self.request("POST", "/hosts", json=fields)
@@ -174,6 +178,49 @@ class StratusClient:
 
     def delete_host(self, ref: str) -> None:
         self.request("DELETE", f"/hosts/{_segment(ref)}")
+
+    # -- images -----------------------------------------------------------------------
+    def register_image(self, **fields: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", "/images", json=fields)
+        return result
+
+    def iter_images(
+        self, *, state: str | None = None, page: int = 5000
+    ) -> Iterator[dict[str, Any]]:
+        return self._pages("/images", {"state": state}, page)
+
+    def image(self, ref: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/images/{_segment(ref)}")
+        return result
+
+    def image_operation(self, ref: str, operation: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", f"/images/{_segment(ref)}/{operation}")
+        return result
+
+    def delete_image(self, ref: str) -> None:
+        self.request("DELETE", f"/images/{_segment(ref)}")
+
+    # -- virtual networks -------------------------------------------------------------
+    def create_vnet(self, template: str, *, fmt: str = "auto") -> dict[str, Any]:
+        body = {"template": template, "format": fmt}
+        result: dict[str, Any] = self.request("POST", "/vnets", json=body)
+        return result
+
+    def iter_vnets(self, *, page: int = 5000) -> Iterator[dict[str, Any]]:
+        return self._pages("/vnets", {}, page)
+
+    def vnet(self, ref: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/vnets/{_segment(ref)}")
+        return result
+
+    def delete_vnet(self, ref: str) -> None:
+        self.request("DELETE", f"/vnets/{_segment(ref)}")
+
+    def vnet_address(self, ref: str, operation: str, address: str) -> dict[str, Any]:
+        """hold or release one address of a network."""
+        path = f"/vnets/{_segment(ref)}/{operation}"
+        result: dict[str, Any] = self.request("POST", path, json={"address": address})
+        return result
 
     def _pages(self, path: str, params: dict[str, Any], page: int) -> Iterator[dict[str, Any]]:
         query = {key: value for key, value in params.items() if value is not None}

@@ -12,14 +12,19 @@ from rich.table import Table
 from rich.text import Text
 
 __all__ = [
+    "format_bytes",
     "format_mb",
     "format_time",
     "print_error",
     "print_host",
     "print_host_table",
+    "print_image",
+    "print_image_table",
     "print_json",
     "print_vm",
     "print_vm_table",
+    "print_vnet",
+    "print_vnet_table",
     "print_warning",
     "stdout",
     "truncate",
@@ -168,6 +173,9 @@ def print_vm(vm: Mapping[str, Any]) -> None:
                 ("requirements", vm["requirements"]),
                 ("rank", vm["rank"]),
                 ("deploy id", vm["deploy_id"]),
+                ("address", (vm.get("info") or {}).get("address")),
+                ("ports", _ports(vm)),
+                ("ready", (vm.get("info") or {}).get("ready")),
                 ("created", format_time(vm["created"])),
                 ("allowed", ", ".join(vm.get("allowed_operations", []))),
             ]
@@ -186,6 +194,12 @@ def print_vm(vm: Mapping[str, Any]) -> None:
     stdout.print()
     stdout.print(history if history.row_count else Text("History: never placed", style="dim"))
     _print_events(vm.get("events", []))
+
+
+def _ports(vm: Mapping[str, Any]) -> str | None:
+    """Forwarded guest ports, e.g. "80 -> 127.0.0.1:41234"."""
+    ports = (vm.get("info") or {}).get("ports") or {}
+    return ", ".join(f"{guest} -> {host}" for guest, host in ports.items()) or None
 
 
 def _print_events(events: Sequence[Mapping[str, Any]], last: int = 10) -> None:
@@ -255,3 +269,155 @@ def print_host(host: Mapping[str, Any]) -> None:
         stdout.print()
         stdout.print(table)
     _print_events(host.get("events", []))
+
+
+# images
+
+
+def format_bytes(size: int | None) -> str:
+    """1536 -> 1.5K, 10737418240 -> 10G; sizes of images and files."""
+    if size is None:
+        return "-"
+    for unit, factor in (("T", 1024**4), ("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if size >= factor:
+            return f"{size / factor:.1f}".removesuffix(".0") + unit
+    return f"{size}B"
+
+
+_STATE_STYLES.update({"READY": "green", "USED": "green", "LOCKED": "yellow"})
+
+
+def print_image_table(images: Iterable[Mapping[str, Any]]) -> None:
+    _print_list(
+        ("ID", "NAME", "TYPE", "STATE", "FORMAT", "SIZE", "VMS", "REASON"),
+        [
+            (
+                str(image["id"]),
+                image["name"],
+                image["type"] + (" (persistent)" if image["persistent"] else ""),
+                image["state"],
+                image["format"] or "-",
+                format_bytes(image["size"]) if image["size"] else "-",
+                str(len(image["vms"])),
+                truncate(image["reason"], 40) or "-",
+            )
+            for image in images
+        ],
+    )
+
+
+def print_image(image: Mapping[str, Any]) -> None:
+    """An image's state, what it is, where it came from and which VMs use it."""
+    stdout.print(Text(f"Image {image['id']}: {image['name']}", style="bold"))
+    state = _state(image["state"])
+    if image["state"] == "LOCKED":
+        state.append(f" ({image['progress']:.0%})", style="")
+    size = f"{format_bytes(image['size'])} ({format_bytes(image['actual_size'])} on disk)"
+    fields = _fields(
+        [
+            ("state", state),
+            ("reason", image["reason"]),
+            ("type", image["type"] + (", persistent" if image["persistent"] else "")),
+            ("format", image["format"]),
+            ("size", size if image["size"] else None),
+            ("checksum", image["checksum"]),
+            ("source", image["source"]),
+            ("path", image["path"]),
+            ("description", image["description"]),
+            ("used by VMs", ", ".join(str(vm) for vm in image["vms"])),
+            ("created", format_time(image["created"])),
+        ]
+    )
+    fields.columns[1].overflow = "fold"  # paths and checksums whole, never cut short
+    stdout.print(fields)
+    _print_events(image.get("events", []))
+
+
+# virtual networks
+
+_LEASES_SHOWN = 1000  # `vnet show` lists at most this many leases; --json has them all
+
+
+def _network_text(vnet: Mapping[str, Any]) -> str:
+    """192.168.150.0/24, or "-" when the network has no address set."""
+    address, mask = vnet.get("network_address"), vnet.get("network_mask")
+    if not address or not mask:
+        return "-"
+    prefix = sum(bin(int(part)).count("1") for part in str(mask).split("."))
+    return f"{address}/{prefix}"
+
+
+def print_vnet_table(vnets: Iterable[Mapping[str, Any]]) -> None:
+    table = _table(None, ("ID", "NAME", "DRIVER", "BRIDGE", "NETWORK", "USED", "HELD", "FREE"))
+    for column in table.columns[5:]:
+        column.justify = "right"
+    for vnet in vnets:
+        table.add_row(
+            *(
+                _cell(value)
+                for value in (
+                    vnet["id"], vnet["name"], vnet["driver"], vnet["bridge"],
+                    _network_text(vnet), vnet["used"], vnet["held"], vnet["free"],
+                )
+            )
+        )  # fmt: skip
+    stdout.print(table)
+
+
+def print_vnet(vnet: Mapping[str, Any]) -> None:
+    """A network's settings, its address ranges, and its used and held addresses."""
+    stdout.print(Text(f"Network {vnet['id']}: {vnet['name']}", style="bold"))
+    stdout.print(
+        _fields(
+            [
+                ("driver", vnet["driver"]),
+                ("bridge", vnet["bridge"]),
+                ("namespace", vnet["netns"]),
+                ("network", _network_text(vnet)),
+                ("gateway", vnet["gateway"]),
+                ("dns", vnet["dns"]),
+                ("mac prefix", vnet["mac_prefix"]),
+                ("guest ports", " ".join(str(port) for port in vnet["guest_ports"])),
+                (
+                    "addresses",
+                    f"{vnet['size']}: {vnet['used']} used, {vnet['held']} held, "
+                    f"{vnet['free']} free",
+                ),
+                ("description", vnet["description"]),
+                ("created", format_time(vnet["created"])),
+            ]
+        )
+    )
+    ranges = _table(
+        "Address ranges", ("AR", "TYPE", "SIZE", "FIRST IP", "FIRST MAC", "IPV6 PREFIX")
+    )
+    for ar in vnet["ranges"]:
+        ranges.add_row(
+            _cell(ar["id"]),
+            _cell(ar["type"]),
+            _cell(ar["size"]),
+            _cell(ar["first_ip"]),
+            _cell(ar["first_mac"]),
+            _cell(ar["global_prefix"] or ar["ula_prefix"]),
+        )
+    stdout.print()
+    stdout.print(ranges)
+    leases = vnet.get("leases", [])
+    if not leases:
+        stdout.print(Text("\nLeases: none used or held", style="dim"))
+        return
+    table = _table("Leases", ("AR", "IP", "MAC", "IPV6", "STATE", "VM", "NIC"))
+    for lease in leases[:_LEASES_SHOWN]:
+        table.add_row(
+            _cell(lease["ar"]),
+            _cell(lease["ip"]),
+            _cell(lease["mac"]),
+            _cell(lease["ip6"]),
+            Text(lease["state"], style="yellow" if lease["state"] == "held" else "green"),
+            _cell(lease["vm_id"]),
+            _cell(lease["nic_index"]),
+        )
+    stdout.print()
+    stdout.print(table)
+    if len(leases) > _LEASES_SHOWN:
+        stdout.print(Text(f"... and {len(leases) - _LEASES_SHOWN} more: see --json", style="dim"))

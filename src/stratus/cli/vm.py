@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from enum import StrEnum
 from typing import Annotated, Any
@@ -85,6 +86,20 @@ def show(ctx: typer.Context, vm_id: VmId, as_json: JsonFlag = False) -> None:
 def _reached(vm: dict[str, Any], state: VmState) -> bool:
     # A RUNNING VM with an action (a reboot...) is still busy: not there yet.
     return vm["state"] == state.value and (state is not VmState.RUNNING or not vm["action"])
+
+
+@vm_app.command("log")
+def log(
+    ctx: typer.Context,
+    vm_id: VmId,
+    max_bytes: Annotated[
+        int, typer.Option("--bytes", min=1, help="show at most this many bytes, the last ones")
+    ] = 64 * 1024,
+) -> None:
+    """Show the end of a VM's console log (serial console of a VM, log of a container)."""
+    with connect(ctx.obj) as api:
+        text = api.vm_log(vm_id, max_bytes)
+    sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
 
 
 @vm_app.command("wait")

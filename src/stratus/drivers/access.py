@@ -18,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shlex
 import shutil
+import signal
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from stratus.drivers.base import HostInfo
 from stratus.model.errors import DriverError, DriverTimeout
@@ -33,6 +36,8 @@ __all__ = [
     "CommandResult",
     "HostAccess",
     "LocalAccess",
+    "SocketReader",
+    "SocketWriter",
     "system_datastore",
 ]
 
@@ -55,6 +60,24 @@ def command_error(argv: Sequence[str], where: str, result: CommandResult) -> Dri
     name = Path(argv[0]).name if argv else "command"
     detail = f": {tail}" if tail else ""
     return DriverError(f"{name} failed on {where} (exit {result.returncode}){detail}")
+
+
+class SocketReader(Protocol):
+    """The reading half of a socket on a host: asyncio.StreamReader or asyncssh's SSHReader."""
+
+    async def read(self, n: int = -1) -> bytes: ...
+    async def readline(self) -> bytes: ...
+    async def readexactly(self, n: int) -> bytes: ...
+
+
+class SocketWriter(Protocol):
+    """The writing half: asyncio.StreamWriter or asyncssh's SSHWriter."""
+
+    def write(self, data: bytes) -> None: ...
+    async def drain(self) -> None: ...
+    def close(self) -> None: ...
+    def is_closing(self) -> bool: ...
+    async def wait_closed(self) -> None: ...
 
 
 class HostAccess(ABC):
@@ -83,8 +106,8 @@ class HostAccess(ABC):
     @abstractmethod
     async def open_unix(
         self, path: str, timeout: float = 10.0
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """Connect to a unix socket on the host (QMP)."""
+    ) -> tuple[SocketReader, SocketWriter]:
+        """Connect to a unix socket on the host (QMP); DriverError when nobody listens."""
 
     async def read_file(self, path: str, *, max_bytes: int | None = None) -> bytes:
         """The file's content (its last max_bytes when given); DriverError when missing."""
@@ -94,7 +117,7 @@ class HostAccess(ABC):
 
     async def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
         """Write a file atomically (a temporary name, then rename), creating its folder."""
-        tmp = f"{path}.tmp{os.getpid()}"
+        tmp = f"{path}.tmp{os.getpid()}-{secrets.token_hex(4)}"  # unique: concurrent writers
         q = shlex.quote
         script = (
             f"mkdir -p {q(os.path.dirname(path) or '.')} && cat > {q(tmp)} && "
@@ -104,11 +127,14 @@ class HostAccess(ABC):
 
     @abstractmethod
     async def push(self, local_path: str, remote_path: str, *, timeout: float = 600.0) -> None:
-        """Copy a front-end file or directory to remote_path on the host."""
+        """Copy a front-end file or directory to remote_path on the host, creating its folder.
+
+        remote_path becomes the copy (a directory's content is merged into it, never nested);
+        sparse files stay sparse."""
 
     @abstractmethod
     async def pull(self, remote_path: str, local_path: str, *, timeout: float = 600.0) -> None:
-        """Copy a file from the host to local_path on the front-end."""
+        """Copy a file or directory of the host to local_path on the front-end."""
 
     async def close(self) -> None:  # noqa: B027 - optional
         """Drop connections."""
@@ -141,8 +167,9 @@ class LocalAccess(HostAccess):
         try:
             out, err = await asyncio.wait_for(proc.communicate(input), timeout)
         except (TimeoutError, asyncio.CancelledError) as exc:
+            # the whole process group: `sh -c` scripts leave their children behind otherwise
             with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(proc.wait(), 5)
             if isinstance(exc, asyncio.CancelledError):
@@ -156,7 +183,7 @@ class LocalAccess(HostAccess):
 
     async def open_unix(
         self, path: str, timeout: float = 10.0
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    ) -> tuple[SocketReader, SocketWriter]:
         try:
             return await asyncio.wait_for(asyncio.open_unix_connection(path), timeout)
         except TimeoutError as exc:
@@ -168,8 +195,9 @@ class LocalAccess(HostAccess):
         if os.path.realpath(local_path) == os.path.realpath(remote_path):
             return
         await self.run(["mkdir", "-p", os.path.dirname(remote_path) or "."])
+        # -T: remote_path becomes the copy (never a folder inside it), as rsync src/ dst does
         await self.run(
-            ["cp", "-a", "--reflink=auto", "--sparse=always", "--", local_path, remote_path],
+            ["cp", "-a", "-T", "--reflink=auto", "--sparse=always", "--", local_path, remote_path],
             timeout=timeout,
         )
 

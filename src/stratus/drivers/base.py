@@ -194,10 +194,17 @@ class Driver(ABC):
 
     @abstractmethod
     async def cleanup(
-        self, host: HostInfo, vm_id: int, request_id: str, deploy_id: str | None
+        self,
+        host: HostInfo,
+        vm_id: int,
+        request_id: str,
+        deploy_id: str | None,
+        *,
+        keep_disks: bool = False,
     ) -> None:
         """Remove whatever an instance or a half-made deploy left on the host (its
-        process, VM directory, disks, taps); idempotent."""
+        process, taps, VM directory and disks); idempotent. `keep_disks` (stop, undeploy)
+        keeps the VM directory with its disks and saved state for the next deploy."""
 
     async def console_log(self, host: HostInfo, deploy_id: str, max_bytes: int) -> bytes:
         """The last `max_bytes` of the instance's serial console (or container log)."""

@@ -319,7 +319,13 @@ class DummyDriver(Driver):
         return self._info(self._live(target, deploy_id))
 
     async def cleanup(
-        self, host: HostInfo, vm_id: int, request_id: str, deploy_id: str | None
+        self,
+        host: HostInfo,
+        vm_id: int,
+        request_id: str,
+        deploy_id: str | None,
+        *,
+        keep_disks: bool = False,
     ) -> None:
         await self._enter(host, "cleanup")
         for inst in (self.world.by_request(request_id), self.world.get(deploy_id or "")):

@@ -17,6 +17,8 @@ __all__ = ["BUILTIN_DRIVERS", "known_drivers", "load_driver_class"]
 
 BUILTIN_DRIVERS: dict[str, tuple[str, str]] = {
     "dummy": ("stratus.drivers.dummy", "DummyDriver"),
+    "lxc": ("stratus.drivers.lxc", "LxcDriver"),
+    "qemu": ("stratus.drivers.qemu", "QemuDriver"),
 }
 
 _ENTRY_POINT_GROUP = "stratus.drivers"

@@ -16,6 +16,7 @@ from stratus.engine.batcher import ChangeBatcher
 from stratus.engine.config import EngineConfig
 from stratus.engine.dispatch import Dispatcher
 from stratus.engine.drivers import DriverSet
+from stratus.engine.guest import read_console, report_ready
 from stratus.engine.hostcache import HostCache
 from stratus.engine.images import ImageService
 from stratus.engine.monitor import Monitor
@@ -69,6 +70,7 @@ class Engine:
 
     # -- lifecycle of the engine itself ------------------------------------------------
     async def start(self) -> None:
+        await self.images.start()  # imports a crash interrupted end in ERROR
         batcher = ChangeBatcher(self.db, self.config.batch_window)
         hosts = HostCache(self.db, max_age=min(self.config.monitor_interval, 5.0))
         dispatcher = Dispatcher(
@@ -104,6 +106,7 @@ class Engine:
             await self.monitor.stop()
         if self._batcher:
             await self._batcher.stop()
+        await self.images.stop()
         await self.drivers.close()
         self.db.close()
         log.info("engine stopped")
@@ -153,6 +156,15 @@ class Engine:
             self._wake_all()
             return result
         raise Conflict(f"VM {vm_id} keeps changing", hint="wait a moment and try again")
+
+    async def guest_ready(self, vm_id: int, token: str) -> Vm:
+        """A guest's context script reports that it booted (checked with its VM token)."""
+        return await report_ready(self.db, self.resources.tokens, vm_id, token)
+
+    async def console_log(self, vm_id: int, max_bytes: int) -> bytes:
+        """The tail of a VM's console log, read from its host."""
+        timeout = self.config.timeouts.operation
+        return await read_console(self.db, self.drivers, vm_id, max_bytes, timeout)
 
     # -- hosts -----------------------------------------------------------------------------
     async def add_host(

@@ -112,7 +112,16 @@ class Dispatcher:
             self._wakeup.set()
 
     async def _step(self, vm: Vm) -> VmChange:
-        host = await self._host(vm.host_id)
+        host_id = vm.host_id
+        if host_id is None and vm.state is VmState.EPILOG:  # ending a STOPPED/UNDEPLOYED VM:
+            history = await self._db.call(self._db.store.history, vm.id)  # clean up its
+            host_id = history[-1].host_id if history else None  # directory where it last ran
+        try:
+            host = await self._host(host_id)
+        except NotFound:
+            if vm.host_id is not None:
+                raise
+            host = None  # that host was deleted since: nothing left to clean up there
         target = await self._host(vm.target_host_id)
         try:
             ctx = StepContext(

@@ -9,12 +9,14 @@ from pathlib import Path
 
 from stratus.drivers.base import BootSpec, DiskSpec, NicSpec
 from stratus.engine.guest import GuestTokens
+from stratus.model.context import ContextNic, ContextVm, build_context
 from stratus.model.errors import InvalidInput
 from stratus.model.records import Vm
 from stratus.model.resources import FILES_USE, INITRD_USE, KERNEL_USE, resource_requests
 from stratus.model.template import Template, vm_spec
 from stratus.store import Store
 from stratus.store.resources import ImageUse, vm_image_uses
+from stratus.store.vnets import leases_for_vm
 
 __all__ = ["ResourceResolver", "VmResources"]
 
@@ -30,12 +32,9 @@ class VmResources:
     context: dict[str, bytes] | None = None
 
 
-def _init_script() -> bytes | None:
-    """The appliance's boot/context script, shipped on every CD-ROM as init.sh."""
-    try:
-        return (package_files.files("stratus.appliance") / "files" / "context.sh").read_bytes()
-    except (FileNotFoundError, ModuleNotFoundError, OSError):
-        return None
+def _init_script() -> bytes:
+    """The generic context script shipped on every CD-ROM as init.sh (engine/files/)."""
+    return (package_files.files("stratus.engine") / "files" / INIT_SCRIPT).read_bytes()
 
 
 class ResourceResolver:
@@ -43,22 +42,14 @@ class ResourceResolver:
 
     def __init__(self, store: Store, data_dir: Path, api_port: int | None) -> None:
         self._store = store
-        self._tokens = GuestTokens(data_dir)
+        self.tokens = GuestTokens(data_dir)
         self._api_port = api_port
-
-    def token_for(self, vm_id: int) -> str:
-        return self._tokens.token_for(vm_id)
-
-    def verify(self, vm_id: int, token: str) -> bool:
-        return self._tokens.verify(vm_id, token)
 
     def resolve(self, vm: Vm) -> VmResources:
         """Disks, NICs, boot and context of a VM (empty when its template names none)."""
         template = vm.template
         if not any(key in template for key in ("DISK", "NIC", "OS", "CONTEXT")):
             return VmResources()
-        from stratus.store.vnets import leases_for_vm  # LAZY-TMP
-
         with self._store.engine.connect() as conn:
             uses = vm_image_uses(conn, vm.id)
             leases = leases_for_vm(conn, vm.id)
@@ -80,7 +71,7 @@ class ResourceResolver:
         )
         nics = tuple(
             NicSpec(
-                index=lease.nic_index,
+                index=lease.nic_index or 0,
                 network=lease.network,
                 driver=lease.driver,
                 mac=lease.mac,
@@ -114,8 +105,6 @@ class ResourceResolver:
     def _context(
         self, vm: Vm, section: dict[str, str], nics: tuple[NicSpec, ...], files: list[ImageUse]
     ) -> dict[str, bytes]:
-        from stratus.model.context import ContextNic, ContextVm, build_context  # LAZY-TMP
-
         section.pop("FILES", None)
         context_nics = [
             ContextNic(
@@ -151,13 +140,11 @@ class ResourceResolver:
             context_nics,
             networks,
             {"NAME": "admin"},
-            token=self._tokens.token_for(vm.id),
+            token=self.tokens.token_for(vm.id),
             stratus_url=self._guest_url(nics),
         )
         out = built.files()
-        init = _init_script()
-        if init is not None:
-            out.setdefault(INIT_SCRIPT, init)
+        out.setdefault(INIT_SCRIPT, _init_script())
         for use in files:
             out[Path(use.path).name if use.name in out else use.name] = _read_limited(use)
         return out

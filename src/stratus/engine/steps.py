@@ -173,10 +173,18 @@ async def _shutting_down(vm: Vm, ctx: StepContext) -> VmChange:
     return _change(vm, next_state, reason, action=action, deploy_id=None)
 
 
+# Stop and undeploy keep the VM directory (disks, saved state) in the host's system
+# datastore for the next deploy; terminating the VM later cleans it up there.
+_KEEPS_DISKS = {A.STOP, A.UNDEPLOY, A.UNDEPLOY_HARD}
+
+
 async def _epilog(vm: Vm, ctx: StepContext) -> VmChange:
     note = ""
     if ctx.host is not None and ctx.driver is not None:
-        cleanup = ctx.driver.cleanup(ctx.host, vm.id, vm.request_id(), vm.deploy_id)
+        keep = vm.action in _KEEPS_DISKS
+        cleanup = ctx.driver.cleanup(
+            ctx.host, vm.id, vm.request_id(), vm.deploy_id, keep_disks=keep
+        )
         try:
             await with_deadline(cleanup, ctx.timeouts.operation, "cleanup")
         except StratusError as exc:

@@ -118,7 +118,7 @@ TRANSITIONS: dict[VmState, dict[VmState, str]] = {
         S.EPILOG: "recover --delete/--recreate: clean up the half-made instance",
     },
     S.RUNNING: {
-        S.RUNNING: "reboot or resched: same state, the action is recorded",
+        S.RUNNING: "reboot, resched or the guest reported READY: same state, an event",
         S.SHUTTING_DOWN: "terminate, poweroff or undeploy requested",
         S.SAVING: "suspend or stop requested",
         S.MIGRATING: "migrate (cold or live) to another host",

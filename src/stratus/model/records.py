@@ -8,8 +8,21 @@ from enum import StrEnum
 from typing import Any
 
 from stratus.model.lifecycle import Action, VmState
+from stratus.model.vnet import VnetSpec
 
-__all__ = ["Event", "HistoryRecord", "Host", "HostState", "HostUsage", "Vm"]
+__all__ = [
+    "Event",
+    "HistoryRecord",
+    "Host",
+    "HostState",
+    "HostUsage",
+    "Image",
+    "ImageState",
+    "ImageType",
+    "Lease",
+    "Vm",
+    "Vnet",
+]
 
 
 class HostState(StrEnum):
@@ -104,3 +117,102 @@ class Event:
     to_state: str
     reason: str
     time: datetime
+
+
+# images
+
+
+class ImageType(StrEnum):
+    """What an image is for; the import checks that its content matches."""
+
+    OS = "OS"  # a bootable disk, or a root filesystem (tar archive, directory) for containers
+    CDROM = "CDROM"  # an ISO9660 image, attached read-only
+    DATABLOCK = "DATABLOCK"  # a data disk
+    KERNEL = "KERNEL"  # a Linux kernel (bzImage) for direct boot
+    RAMDISK = "RAMDISK"  # an initrd (cpio archive, maybe compressed) for direct boot
+    CONTEXT = "CONTEXT"  # a file for the context CD-ROM (CONTEXT = [ FILES = ... ])
+
+
+class ImageState(StrEnum):
+    LOCKED = "LOCKED"  # being imported (copied or downloaded, checked, converted)
+    READY = "READY"  # in the datastore, usable by VMs
+    USED = "USED"  # READY and used by VMs: derived from image_uses, never stored
+    ERROR = "ERROR"  # the import failed; the reason says why and nothing is left on disk
+    DISABLED = "DISABLED"  # kept, but no new VM may use it
+
+
+@dataclass(frozen=True)
+class Image:
+    """A registered image and the VMs using it."""
+
+    id: int
+    name: str
+    type: ImageType
+    state: ImageState  # USED when READY with users (see `vms`)
+    persistent: bool  # VMs write to the image itself (one VM at a time), not to a clone
+    format: str  # raw qcow2 vmdk vpc vdi, tar dir, iso, kernel, ramdisk, file ("" at first)
+    size: int  # bytes: the virtual size of a disk, else the file's (or tree's) size
+    actual_size: int  # bytes it takes in the datastore (sparse files take less)
+    checksum: str  # "sha256:<hex>" of the stored file (of a manifest for a directory)
+    path: str  # its file (or directory) in the datastore; "" until imported
+    source: str  # where it was imported from: a path, or a URL without credentials
+    datastore: str
+    progress: float  # 0..1 while LOCKED
+    reason: str  # why it is in its state: the import's phase, its error, who disabled it
+    description: str
+    created: datetime
+    updated: datetime
+    version: int
+    vms: tuple[int, ...] = ()  # ids of the VMs using it, ascending
+
+
+# virtual networks
+
+
+@dataclass(frozen=True)
+class Vnet:
+    """A virtual network: its validated template, and how many of its addresses are taken."""
+
+    id: int
+    name: str
+    driver: str  # "bridge" or "user"
+    bridge: str | None
+    netns: str | None
+    spec: VnetSpec  # ranges, mask, gateway, DNS, MAC prefix, guest ports
+    created: datetime
+    version: int
+    used: int = 0  # addresses leased to VMs' NICs
+    held: int = 0  # addresses on hold (kept from automatic allocation)
+
+    @property
+    def size(self) -> int:
+        return self.spec.size
+
+    @property
+    def free(self) -> int:
+        return self.spec.size - self.used - self.held
+
+
+@dataclass(frozen=True)
+class Lease:
+    """An address of a network in use by a VM's NIC, or on hold; with what the NIC needs."""
+
+    vnet_id: int
+    network: str  # the network's name
+    ar_id: int  # the address range
+    offset: int  # the address's index in its range
+    mac: str
+    ip: str | None  # None in Ethernet-only and IPv6-only ranges
+    ip6: str | None
+    vm_id: int | None  # None when on hold
+    nic_index: int | None  # the VM's NIC (ETH<index>)
+    held: bool
+    created: datetime
+    driver: str  # "bridge" or "user"
+    bridge: str | None
+    netns: str | None
+    network_address: str | None
+    mask: str | None  # dotted
+    gateway: str | None
+    dns: str | None  # space-separated
+    ports: tuple[int, ...] = ()  # user networks: guest TCP ports forwarded from 127.0.0.1

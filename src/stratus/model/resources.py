@@ -87,7 +87,7 @@ def resource_requests(spec: VmSpec) -> ResourceRequests:
         image = str(disk.get("IMAGE", "")).strip()
         if not image:
             raise InvalidInput(
-                f"DISK {i} names no IMAGE: write DISK = [ IMAGE = \"name\" ] "
+                f'DISK {i} names no IMAGE: write DISK = [ IMAGE = "name" ] '
                 "(see `stratus image list`)"
             )
         disks.append(DiskRequest(i, image))
@@ -96,7 +96,7 @@ def resource_requests(spec: VmSpec) -> ResourceRequests:
         network = str(nic.get("NETWORK", "")).strip()
         if not network:
             raise InvalidInput(
-                f"NIC {i} names no NETWORK: write NIC = [ NETWORK = \"name\" ] "
+                f'NIC {i} names no NETWORK: write NIC = [ NETWORK = "name" ] '
                 "(see `stratus vnet list`)"
             )
         wanted = str(nic.get("IP", "") or nic.get("MAC", "")).strip() or None

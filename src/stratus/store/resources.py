@@ -9,14 +9,22 @@ use or lease is left behind.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, select
 
+from stratus.model.errors import InvalidInput
 from stratus.model.records import Vm
-from stratus.model.resources import ResourceRequests, placement_requirement
+from stratus.model.resources import (
+    INITRD_USE,
+    KERNEL_USE,
+    ResourceRequests,
+    placement_requirement,
+)
+from stratus.store import images as images_mod
+from stratus.store import vnets as vnets_mod
 from stratus.store.tables import image_uses, images
 from stratus.store.vms import NewVm, insert_vms
 
@@ -29,9 +37,6 @@ def insert_vms_with_resources(
     """Insert VMs and take their image uses and leases; any refusal rolls everything back."""
     if requests.empty:
         return insert_vms(conn, now, new)
-    from stratus.store import images as images_mod  # LAZY-TMP
-    from stratus.store import vnets as vnets_mod  # LAZY-TMP
-
     images = images_mod.find_images_by_name(conn, requests.image_names())
     networks = {name: vnets_mod.find_vnet(conn, name) for name in requests.network_names()}
     requirement = placement_requirement(
@@ -48,11 +53,11 @@ def insert_vms_with_resources(
             )
             for vm in new
         ]
+    for name, index in requests.image_uses():
+        _check_use(name, str(images[name].type), index)
     created = insert_vms(conn, now, new)
     uses = [(images[name].id, index) for name, index in requests.image_uses()]
-    wanted = [
-        vnets_mod.LeaseRequest(nic.index, nic.network, nic.address) for nic in requests.nics
-    ]
+    wanted = [vnets_mod.LeaseRequest(nic.index, nic.network, nic.address) for nic in requests.nics]
     for vm in created:
         if uses:
             images_mod.record_image_uses(conn, vm.id, uses)
@@ -91,3 +96,22 @@ def vm_image_uses(conn: Connection, vm_id: int) -> list[ImageUse]:
         .order_by(image_uses.c.disk_index)
     )
     return [ImageUse(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows]
+
+
+def _check_use(name: str, kind: str, index: int) -> None:
+    """An image used where its type fits: disks OS/CDROM/DATABLOCK, the kernel a KERNEL..."""
+    wanted: tuple[str, ...]
+    if index >= 0:
+        wanted, where = ("OS", "CDROM", "DATABLOCK"), f"DISK {index}"
+    elif index == KERNEL_USE:
+        wanted, where = ("KERNEL",), "OS KERNEL"
+    elif index == INITRD_USE:
+        wanted, where = ("RAMDISK",), "OS INITRD"
+    else:
+        wanted, where = ("CONTEXT",), "CONTEXT FILES"
+    if kind not in wanted:
+        raise InvalidInput(
+            f"{where} names image {name!r}, a {kind} image",
+            hint=f"{where} takes a{'n' if wanted[0][0] in 'AEIOU' else ''} "
+            f"{' or '.join(wanted)} image (see `stratus image list`)",
+        )

@@ -16,14 +16,30 @@ from sqlalchemy.exc import IntegrityError
 
 from stratus.model.errors import Conflict
 from stratus.model.lifecycle import VmState
-from stratus.model.records import Event, HistoryRecord, Host, HostState, Vm
+from stratus.model.records import (
+    Event,
+    HistoryRecord,
+    Host,
+    HostState,
+    Image,
+    ImageState,
+    ImageType,
+    Lease,
+    Vm,
+    Vnet,
+)
 from stratus.model.resources import ResourceRequests
+from stratus.model.vnet import Address, VnetSpec
 from stratus.store import changes as changes_mod
 from stratus.store import db, events, hosts, tokens
+from stratus.store import images as images_mod
 from stratus.store import vms as vms_mod
+from stratus.store import vnets as vnets_mod
 from stratus.store.changes import VmChange
+from stratus.store.resources import insert_vms_with_resources
 from stratus.store.tables import vms as vms_table
 from stratus.store.vms import NewVm
+from stratus.store.vnets import LeaseRequest
 
 __all__ = ["Clock", "Store", "open_store"]
 
@@ -147,8 +163,6 @@ class Store:
         with db.write(self.engine) as conn:
             if requests is None or requests.empty:
                 return vms_mod.insert_vms(conn, self._clock(), vms)
-            from stratus.store.resources import insert_vms_with_resources
-
             return insert_vms_with_resources(conn, self._clock(), vms, requests)
 
     def get_vm(self, vm_id: int) -> Vm:
@@ -262,6 +276,185 @@ class Store:
                 conn, object_type="vm", object_id=vm_id, limit=recent_events, newest=True
             )
         return vm, history, recent
+
+    # images
+
+    def add_image(
+        self,
+        name: str,
+        image_type: ImageType,
+        *,
+        persistent: bool,
+        source: str,
+        datastore: str,
+        description: str = "",
+        reason: str = "registered",
+    ) -> Image:
+        """A new image, LOCKED for its import; Conflict when the name is taken."""
+        with db.write(self.engine) as conn:
+            return images_mod.insert_image(
+                conn,
+                self._clock(),
+                name=name,
+                image_type=image_type,
+                persistent=persistent,
+                source=source,
+                datastore=datastore,
+                description=description,
+                reason=reason,
+            )
+
+    def get_image(self, ref: int | str) -> Image:
+        """An image by id or name, with the VMs using it; NotFound otherwise."""
+        with db.read(self.engine) as conn:
+            return images_mod.find_image(conn, ref)
+
+    def list_images(
+        self, *, state: ImageState | None = None, limit: int = 1000, after_id: int = 0
+    ) -> list[Image]:
+        """A page of images in id order (state USED: READY ones that VMs use)."""
+        with db.read(self.engine) as conn:
+            return images_mod.select_images(conn, state=state, limit=limit, after_id=after_id)
+
+    def image_detail(self, ref: int | str, *, recent_events: int = 50) -> tuple[Image, list[Event]]:
+        """An image and its last events, read in one transaction (`image show`)."""
+        with db.read(self.engine) as conn:
+            image = images_mod.find_image(conn, ref)
+            recent = events.read_events(
+                conn, object_type="image", object_id=image.id, limit=recent_events, newest=True
+            )
+        return image, recent
+
+    def images_by_name(self, names: Sequence[str]) -> dict[str, Image]:
+        """Images by name; NotFound naming the missing ones."""
+        with db.read(self.engine) as conn:
+            return images_mod.find_images_by_name(conn, names)
+
+    def image_vms(self, ref: int | str) -> list[int]:
+        """Ids of the VMs using an image."""
+        with db.read(self.engine) as conn:
+            return images_mod.image_users(conn, images_mod.find_image(conn, ref).id)
+
+    def set_image_progress(self, image_id: int, progress: float, reason: str) -> None:
+        """How far a LOCKED image's import got (0..1) and what it is doing."""
+        with db.write(self.engine) as conn:
+            images_mod.set_import_progress(conn, self._clock(), image_id, progress, reason)
+
+    def finish_image_import(
+        self,
+        image_id: int,
+        *,
+        fmt: str,
+        size: int,
+        actual_size: int,
+        checksum: str,
+        path: str,
+        reason: str = "imported",
+    ) -> Image:
+        """LOCKED -> READY with what the import found."""
+        with db.write(self.engine) as conn:
+            return images_mod.finish_import(
+                conn,
+                self._clock(),
+                image_id,
+                fmt=fmt,
+                size=size,
+                actual_size=actual_size,
+                checksum=checksum,
+                path=path,
+                reason=reason,
+            )
+
+    def fail_image_import(self, image_id: int, reason: str) -> Image | None:
+        """LOCKED -> ERROR with the reason (None when it is gone or not LOCKED any more)."""
+        with db.write(self.engine) as conn:
+            return images_mod.fail_import(conn, self._clock(), image_id, reason)
+
+    def fail_interrupted_imports(
+        self, reason: str, *, exclude: Collection[int] = ()
+    ) -> list[Image]:
+        """Every LOCKED image not being imported (not in `exclude`) -> ERROR."""
+        with db.write(self.engine) as conn:
+            return images_mod.fail_interrupted_imports(conn, self._clock(), reason, exclude=exclude)
+
+    def set_image_enabled(self, ref: int | str, enabled: bool) -> Image:
+        """enable: DISABLED -> READY; disable: READY -> DISABLED (Conflict if LOCKED or ERROR)."""
+        with db.write(self.engine) as conn:
+            return images_mod.set_image_enabled(conn, self._clock(), ref, enabled)
+
+    def delete_image(self, ref: int | str) -> Image:
+        """Delete an image's record (Conflict while VMs use it or it imports); returns it."""
+        with db.write(self.engine) as conn:
+            return images_mod.remove_image(conn, self._clock(), ref)
+
+    def record_image_uses(self, vm_id: int, uses: Sequence[tuple[int, int]]) -> None:
+        """A VM uses images: (image_id, disk_index) pairs; refused for unusable images."""
+        with db.write(self.engine) as conn:
+            images_mod.record_image_uses(conn, vm_id, uses)
+
+    def release_image_uses(self, vm_id: int) -> list[int]:
+        """Forget a VM's image uses; the ids of the images it used."""
+        with db.write(self.engine) as conn:
+            return images_mod.release_image_uses(conn, vm_id)
+
+    # virtual networks
+
+    def create_vnet(self, spec: VnetSpec) -> Vnet:
+        """Store a validated network; Conflict when its name is taken."""
+        with db.write(self.engine) as conn:
+            return vnets_mod.insert_vnet(conn, self._clock(), spec)
+
+    def get_vnet(self, ref: int | str) -> Vnet:
+        """A network by id or name, with its used and held counts; NotFound otherwise."""
+        with db.read(self.engine) as conn:
+            return vnets_mod.find_vnet(conn, ref)
+
+    def list_vnets(self, *, limit: int = 1000, after_id: int = 0) -> list[Vnet]:
+        """A page of networks in id order, with their used and held counts."""
+        with db.read(self.engine) as conn:
+            return vnets_mod.select_vnets(conn, limit=limit, after_id=after_id)
+
+    def vnet_detail(self, ref: int | str) -> tuple[Vnet, list[Lease]]:
+        """A network and its used and held addresses, read in one transaction."""
+        with db.read(self.engine) as conn:
+            vnet = vnets_mod.find_vnet(conn, ref)
+            return vnet, vnets_mod.leases_of(conn, vnet.id)
+
+    def delete_vnet(self, ref: int | str) -> Vnet:
+        """Delete a network and its holds; Conflict while a VM has a lease on it."""
+        try:
+            with db.write(self.engine) as conn:
+                return vnets_mod.remove_vnet(conn, ref)
+        except IntegrityError as exc:  # PostgreSQL: a VM took a lease on it meanwhile
+            raise Conflict(
+                f"network {ref} leased an address while being deleted: retry once its VMs end"
+            ) from exc
+
+    def hold_address(self, ref: int | str, address: str) -> Lease:
+        """Keep a free address (IP or MAC) of a network from being leased to VMs."""
+        with db.write(self.engine) as conn:
+            return vnets_mod.hold_lease(conn, self._clock(), ref, address)
+
+    def release_address(self, ref: int | str, address: str) -> tuple[str, Address]:
+        """Make a held address free again (network name, address); Conflict if a VM uses it."""
+        with db.write(self.engine) as conn:
+            return vnets_mod.release_held(conn, ref, address)
+
+    def allocate_leases(self, vm_id: int, requests: Sequence[LeaseRequest]) -> list[Lease]:
+        """Lease addresses to a VM's NICs in a transaction of their own (VM submit takes
+        them in its own transaction with `vnets.allocate_leases`)."""
+        with db.write(self.engine) as conn:
+            return vnets_mod.allocate_leases(conn, self._clock(), vm_id, requests)
+
+    def release_leases(self, vm_id: int) -> int:
+        """Free every address a VM has; how many were freed."""
+        with db.write(self.engine) as conn:
+            return vnets_mod.release_leases(conn, vm_id)
+
+    def vm_leases(self, vm_id: int) -> list[Lease]:
+        """A VM's leases by NIC index, with what each NIC is configured with."""
+        with db.read(self.engine) as conn:
+            return vnets_mod.leases_for_vm(conn, vm_id)
 
     # tokens
 
