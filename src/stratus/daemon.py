@@ -124,6 +124,9 @@ def run(data_dir: Path, listen: str, db_url: str | None, config: EngineConfig) -
         server = uvicorn.Server(
             uvicorn.Config(
                 create_app(engine),
+                # Not uvloop: its subprocesses inherit stray descriptors, so a command that
+                # leaves a daemon behind (qemu -daemonize, lxc-start) seems never to end.
+                loop="asyncio",
                 log_level="warning",
                 access_log=False,
                 timeout_graceful_shutdown=10,

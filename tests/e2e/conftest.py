@@ -111,13 +111,16 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         yield daemon
     finally:
         try:  # terminate what a failed test left, so no QEMU outlives the daemon
+            assert daemon.client is not None
             for vm in daemon.all_vms():
-                if vm["state"] not in ("DONE", "FAILED"):
-                    daemon.client.post(f"/vms/{vm['id']}/terminate", json={"hard": True})  # type: ignore[union-attr]
+                if vm["state"] == "FAILED":
+                    daemon.client.post(f"/vms/{vm['id']}/recover", json={"mode": "delete"})
+                elif vm["state"] != "DONE":
+                    daemon.client.post(f"/vms/{vm['id']}/terminate", json={"hard": True})
             wait_for(
                 "every VM ended",
-                lambda: all(v["state"] in ("DONE", "FAILED") for v in daemon.all_vms()),
-                60,
+                lambda: all(v["state"] == "DONE" for v in daemon.all_vms()),
+                90,
             )
         finally:
             daemon.stop()
