@@ -125,7 +125,7 @@ run vm list
 page_ct() {  # a container's page, fetched inside the demo namespace
     local ip=$1
     for _ in $(seq 60); do
-        ip netns exec "$NETNS" busybox wget -q -T 2 -O- "http://$ip/" 2>/dev/null && return 0
+        timeout 3 ip netns exec "$NETNS" busybox wget -q -O- "http://$ip/" 2>/dev/null && return 0
         sleep 0.5
     done
     echo "no answer from $ip" >&2
