@@ -3,6 +3,9 @@ CD-ROM, the daemon's dispatcher and monitor, and the guest's own HTTP answer."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -83,6 +86,35 @@ def test_live_migration_keeps_the_guest_answering_with_unbroken_uptime(
     page = guest_page(_address(moved))
     assert page["name"] == "web-1"
     assert page["uptime"] > before  # no reboot: the same guest, still counting
+
+
+def test_a_powered_off_vm_disk_saves_as_a_new_standalone_image(
+    cloud: Daemon, web: dict[str, Any]
+) -> None:
+    assert cloud.client is not None
+    refused = cloud.client.post(f"/vms/{web['id']}/disk-saveas", json={"disk": 0, "name": "x"})
+    assert refused.status_code == 409  # still RUNNING: its disk is in use
+    cloud.api("POST", f"/vms/{web['id']}/poweroff")
+    wait_state(cloud, web["id"], "POWEROFF")
+    cloud.api("POST", f"/vms/{web['id']}/disk-saveas", json={"disk": 0, "name": "web-1-disk"})
+    image = wait_for(
+        "the saved disk's import",
+        lambda: (i := cloud.api("GET", "/images/web-1-disk"))["state"] != "LOCKED" and i,
+        60,
+    )
+    assert image["state"] == "READY", image["reason"]
+    assert image["format"] == "qcow2"
+    assert image["checksum"].startswith("sha256:")
+    stored = Path(image["path"])
+    info = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "--output=json", "-U", str(stored)],
+            capture_output=True,
+            check=True,
+            timeout=30,
+        ).stdout
+    )
+    assert "backing-filename" not in info  # flattened: it stands on its own
 
 
 def test_terminate_frees_the_lease_and_the_image(cloud: Daemon, web: dict[str, Any]) -> None:

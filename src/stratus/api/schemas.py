@@ -444,3 +444,10 @@ class AddressOut(BaseModel):
     ip: str | None
     ip6: str | None
     state: Literal["held", "free"]
+
+
+class DiskSaveAsIn(_Strict):
+    """Save a VM's disk as a new image."""
+
+    disk: int = Field(ge=0, le=64, description="the disk's position in the template (0 first)")
+    name: Annotated[HostName, AfterValidator(_not_an_id)]

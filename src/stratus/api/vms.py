@@ -22,8 +22,11 @@ from stratus.api.deps import (
     host_ref,
 )
 from stratus.api.errors import ERROR_RESPONSES
+from stratus.api.images import image_view
 from stratus.api.schemas import (
     NAME_PATTERN,
+    DiskSaveAsIn,
+    ImageOut,
     OperationIn,
     SubmitIn,
     SubmitOut,
@@ -91,6 +94,19 @@ async def vm_log(
     """The serial console of a QEMU VM, or the console log of a container, from its host."""
     data = await engine.console_log(vm_id, max_bytes)
     return JsonResponse({"vm_id": vm_id, "log": data.decode(errors="replace")})
+
+
+@router.post(
+    "/{vm_id}/disk-saveas",
+    status_code=201,
+    response_model=ImageOut,
+    summary="Save a VM's disk as a new image",
+)
+async def disk_saveas(engine: EngineDep, vm_id: VmId, body: DiskSaveAsIn) -> Response:
+    """Copy a disk of a powered-off (or stopped, undeployed) VM into a new image, which
+    imports like any other (LOCKED, then READY)."""
+    image = await engine.disk_saveas(vm_id, body.disk, body.name)
+    return JsonResponse(image_view(image), status_code=201)
 
 
 @router.post(

@@ -156,6 +156,11 @@ class StratusClient:
         result: dict[str, Any] = self.request("POST", f"/vms/{vm_id}/{operation}", json=args)
         return result
 
+    def disk_saveas(self, vm_id: int, disk: int, name: str) -> dict[str, Any]:
+        body = {"disk": disk, "name": name}
+        result: dict[str, Any] = self.request("POST", f"/vms/{vm_id}/disk-saveas", json=body)
+        return result
+
     def vm_log(self, vm_id: int, max_bytes: int) -> str:
         result = self.request("GET", f"/vms/{vm_id}/log", params={"bytes": max_bytes})
         return str(result["log"])

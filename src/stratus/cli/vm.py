@@ -102,6 +102,21 @@ def log(
     sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
 
 
+@vm_app.command("disk-saveas")
+def disk_saveas(
+    ctx: typer.Context,
+    vm_id: VmId,
+    disk: Annotated[int, typer.Argument(min=0, help="the disk's position in the template")],
+    name: Annotated[str, typer.Argument(help="name of the new image")],
+) -> None:
+    """Save a disk of a powered-off VM as a new image (see `stratus image show NAME`)."""
+    with connect(ctx.obj) as api:
+        image = api.disk_saveas(vm_id, disk, name)
+    stdout.print(
+        f"image {image['name']} (id {image['id']}) {image['state']}: importing disk {disk}"
+    )
+
+
 @vm_app.command("wait")
 def wait(
     ctx: typer.Context,

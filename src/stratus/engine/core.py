@@ -24,10 +24,11 @@ from stratus.engine.networks import NetworkService
 from stratus.engine.operations import build_vms, check_driver, host_change, operation_change
 from stratus.engine.resources import ResourceResolver
 from stratus.engine.runner import DbRunner
+from stratus.engine.saveas import save_disk_as
 from stratus.engine.scheduling import SchedulerLoop
 from stratus.model.errors import Conflict, InvalidInput
 from stratus.model.lifecycle import Operation, RecoverMode
-from stratus.model.records import Host, Vm
+from stratus.model.records import Host, Image, Vm
 from stratus.store import Store
 
 __all__ = ["Engine", "HostOp", "SubmitResult"]
@@ -165,6 +166,11 @@ class Engine:
         """The tail of a VM's console log, read from its host."""
         timeout = self.config.timeouts.operation
         return await read_console(self.db, self.drivers, vm_id, max_bytes, timeout)
+
+    async def disk_saveas(self, vm_id: int, disk: int, name: str) -> Image:
+        """Save a powered-off VM's disk as a new image (LOCKED while it imports)."""
+        timeout = self.config.timeouts.migrate
+        return await save_disk_as(self.db, self.drivers, self.images, vm_id, disk, name, timeout)
 
     # -- hosts -----------------------------------------------------------------------------
     async def add_host(
