@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -84,24 +85,21 @@ def register(daemon: Daemon, name: str, path: Path, kind: str) -> dict[str, Any]
     return image
 
 
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    """A daemon with the appliance images, network `usernet`, hosts qemu-a and qemu-b."""
+@contextmanager
+def cloud_daemon(data_dir: Path, *args: str) -> Iterator[Daemon]:
+    """A daemon with the appliance images, network `usernet`, hosts qemu-a and qemu-b;
+    whatever VMs are left at the end are ended, so no QEMU outlives it."""
     appliance = ensure_appliance()
-    daemon = Daemon(
-        tmp_path_factory.mktemp("cloud"), "--monitor-interval", "1", "--schedule-interval", "0.5"
-    ).start()
+    daemon = Daemon(data_dir, "--monitor-interval", "1", "--schedule-interval", "0.5", *args)
+    daemon.start()
     try:
         register(daemon, "appliance", appliance.disk, "OS")
         register(daemon, "appliance-kernel", appliance.kernel, "KERNEL")
         register(daemon, "appliance-initrd", appliance.initrd, "RAMDISK")
         daemon.api("POST", "/vnets", json={"template": USER_NET})
         for name in ("qemu-a", "qemu-b"):
-            daemon.api(
-                "POST",
-                "/hosts",
-                json={"name": name, "driver": "qemu", "cpu": 2, "memory": "2G"},
-            )
+            host = {"name": name, "driver": "qemu", "cpu": 2, "memory": "2G"}
+            daemon.api("POST", "/hosts", json=host)
         for name in ("qemu-a", "qemu-b"):
             wait_for(
                 f"host {name} MONITORED",
@@ -110,20 +108,26 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
             )
         yield daemon
     finally:
-        try:  # terminate what a failed test left, so no QEMU outlives the daemon
-            assert daemon.client is not None
-            for vm in daemon.all_vms():
-                if vm["state"] == "FAILED":
-                    daemon.client.post(f"/vms/{vm['id']}/recover", json={"mode": "delete"})
-                elif vm["state"] != "DONE":
-                    daemon.client.post(f"/vms/{vm['id']}/terminate", json={"hard": True})
-            wait_for(
-                "every VM ended",
-                lambda: all(v["state"] == "DONE" for v in daemon.all_vms()),
-                90,
-            )
+        try:
+            end_every_vm(daemon)
         finally:
             daemon.stop()
+
+
+def end_every_vm(daemon: Daemon) -> None:
+    assert daemon.client is not None
+    for vm in daemon.all_vms():
+        if vm["state"] == "FAILED":
+            daemon.client.post(f"/vms/{vm['id']}/recover", json={"mode": "delete"})
+        elif vm["state"] != "DONE":
+            daemon.client.post(f"/vms/{vm['id']}/terminate", json={"hard": True})
+    wait_for("every VM ended", lambda: all(v["state"] == "DONE" for v in daemon.all_vms()), 90)
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    with cloud_daemon(tmp_path_factory.mktemp("cloud")) as daemon:
+        yield daemon
 
 
 def vm_template(name: str, cmdline: str, extra: str = "") -> str:

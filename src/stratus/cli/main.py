@@ -102,6 +102,10 @@ def serve(
     max_per_host: Annotated[
         int, typer.Option(min=0, help="VMs placed on one host per cycle at most (0: no limit)")
     ] = 0,
+    shutdown_timeout: Annotated[
+        float,
+        typer.Option(min=1, help="seconds a guest has to shut down on ACPI before a hard stop"),
+    ] = 60.0,
 ) -> None:
     """Run the daemon: engine loops and REST API, until Ctrl-C or SIGTERM.
 
@@ -109,7 +113,7 @@ def serve(
     commands read when STRATUS_URL and STRATUS_TOKEN are unset.
     """
     from stratus import daemon  # the daemon stack is heavy: import it only to serve
-    from stratus.engine.config import EngineConfig
+    from stratus.engine.config import EngineConfig, Timeouts
     from stratus.scheduler import SchedulerConfig
 
     intervals = {
@@ -123,6 +127,7 @@ def serve(
         max_dispatch=max_dispatch,
         max_per_host=max_per_host,
     )
+    settings["timeouts"] = Timeouts(shutdown=shutdown_timeout)
     directory = data_dir or ctx.obj or default_data_dir()
     config = EngineConfig(**settings)
     daemon.run(directory, listen, db, config)
