@@ -39,3 +39,15 @@ def test_api_bench_measures_listing_and_show_latencies() -> None:
 def test_memory_bench_reports_the_daemon_rss() -> None:
     figures = _run("bench_memory.py", "--hosts", "20", "--vms", "200")
     assert 10 < float(figures["rss_mb"]) < 2000  # type: ignore[arg-type]
+
+
+def test_clone_bench_compares_clones_with_a_full_copy() -> None:
+    figures = _run("bench_clone.py", "--runs", "1", "--big-gib", "1", "--written-mib", "8")
+    for measured in ("clone 10 MiB", "clone 1 GiB", "cp 1 GiB", "convert 1 GiB"):
+        assert float(figures[measured]) > 0  # type: ignore[arg-type]
+
+
+def test_lxc_bench_reports_deploy_and_answer_times() -> None:
+    figures = _run("bench_lxc.py", "--containers", "2", "--singles", "1")
+    assert figures["containers"] == 2
+    assert float(figures["many"]["all_answering_s"]) > 0  # type: ignore[index]
