@@ -106,6 +106,14 @@ def serve(
         float,
         typer.Option(min=1, help="seconds a guest has to shut down on ACPI before a hard stop"),
     ] = 60.0,
+    guest_url: Annotated[
+        str | None,
+        typer.Option(
+            help="the API's URL as guests on bridge networks reach it, for READY reports "
+            "(guests on user networks use their gateway)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the daemon: engine loops and REST API, until Ctrl-C or SIGTERM.
 
@@ -128,6 +136,10 @@ def serve(
         max_per_host=max_per_host,
     )
     settings["timeouts"] = Timeouts(shutdown=shutdown_timeout)
+    if guest_url is not None:
+        if not guest_url.startswith(("http://", "https://")):
+            raise typer.BadParameter("give an http:// or https:// URL", param_hint="--guest-url")
+        settings["guest_url"] = guest_url.rstrip("/")
     directory = data_dir or ctx.obj or default_data_dir()
     config = EngineConfig(**settings)
     daemon.run(directory, listen, db, config)

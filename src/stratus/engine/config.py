@@ -32,3 +32,6 @@ class EngineConfig:
     #: the API's TCP port, for the STRATUS_URL a guest reports READY to (through its
     #: network's gateway); None when the API is not served (tests of the engine alone)
     api_port: int | None = None
+    #: the API's URL as guests on bridge networks reach it (they report READY there);
+    #: guests on user networks use their gateway, which QEMU forwards to loopback
+    guest_url: str | None = None

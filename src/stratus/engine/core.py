@@ -62,7 +62,9 @@ class Engine:
         self.db = DbRunner(store)
         self.images = ImageService(store, data_dir)
         self.networks = NetworkService(store)
-        self.resources = ResourceResolver(store, data_dir, self.config.api_port)
+        self.resources = ResourceResolver(
+            store, data_dir, self.config.api_port, self.config.guest_url
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._batcher: ChangeBatcher | None = None
         self.dispatcher: Dispatcher | None = None

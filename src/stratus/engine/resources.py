@@ -40,10 +40,13 @@ def _init_script() -> bytes:
 class ResourceResolver:
     """Reads a VM's images and leases and builds its deploy inputs (in a worker thread)."""
 
-    def __init__(self, store: Store, data_dir: Path, api_port: int | None) -> None:
+    def __init__(
+        self, store: Store, data_dir: Path, api_port: int | None, guest_url: str | None = None
+    ) -> None:
         self._store = store
         self.tokens = GuestTokens(data_dir)
         self._api_port = api_port
+        self._configured_url = guest_url
 
     def resolve(self, vm: Vm) -> VmResources:
         """Disks, NICs, boot and context of a VM (empty when its template names none)."""
@@ -151,13 +154,11 @@ class ResourceResolver:
 
     def _guest_url(self, nics: tuple[NicSpec, ...]) -> str | None:
         """The API as the guest reaches it: through a user network's gateway (which QEMU
-        forwards to this machine's loopback)."""
-        if self._api_port is None:
-            return None
+        forwards to this machine's loopback), else the configured `--guest-url`."""
         for nic in nics:
-            if nic.driver == "user" and nic.gateway:
+            if nic.driver == "user" and nic.gateway and self._api_port is not None:
                 return f"http://{nic.gateway}:{self._api_port}"
-        return None
+        return self._configured_url
 
 
 def _read_limited(use: ImageUse) -> bytes:
