@@ -36,6 +36,9 @@ class HostInfo:
     name: str
     options: dict[str, Any]  # driver options given at `host add` (latency, endpoint...)
     labels: dict[str, str]
+    #: decrypted credentials (cloud keys...), filled by the engine for the driver only:
+    #: never logged, never returned by the API (repr=False keeps them out of tracebacks)
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
