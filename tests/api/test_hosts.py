@@ -6,7 +6,8 @@ import httpx
 import pytest
 
 from stratus.api.schemas import HostDetail, HostOut, HostPage
-from tests.api.conftest import add_host, submit, wait_for
+from stratus.api.views import host_view
+from tests.api.conftest import LiveServer, add_host, submit, wait_for
 
 
 def test_an_added_host_is_listed_with_its_capacity_and_upper_cased_labels(
@@ -52,7 +53,11 @@ def test_show_finds_a_host_by_name_or_id_with_its_vms_and_events(api: httpx.Clie
     assert listed["vms"] == 1
 
 
-def test_secret_looking_options_are_masked_everywhere(api: httpx.Client) -> None:
+def test_secret_looking_options_of_older_hosts_are_masked_everywhere(
+    api: httpx.Client, live_server: LiveServer
+) -> None:
+    # Such options are refused now (test_host_credentials.py); a host stored before may
+    # still hold some, so the views keep masking them.
     options = {
         "password": "hunter2",
         "api_key": "AKIA123",
@@ -62,12 +67,9 @@ def test_secret_looking_options_are_masked_everywhere(api: httpx.Client) -> None
         "endpoint": "https://cloud.example",
         "latency": 0,
     }
-    created = api.post(
-        "/hosts",
-        json={"name": "cloud", "driver": "dummy", "cpu": 2, "memory": 1024, "options": options},
-    ).json()
+    created = live_server.store.add_host("cloud", "dummy", 2, 1024, {}, options)
     for shown in (
-        created["options"],
+        host_view(created)["options"],
         api.get("/hosts/cloud").json()["options"],
         api.get("/hosts").json()["items"][0]["options"],
     ):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 from tests.cli.conftest import Stratus
 from tests.cli.test_vm_commands import _add_host, _failed, _ok
@@ -29,19 +31,56 @@ def test_host_add_defaults_to_8_cpus_and_16g(stratus: Stratus) -> None:
     assert (host["cpu"], host["memory"]) == (8.0, 16384)
 
 
-def test_host_show_masks_secret_options(stratus: Stratus) -> None:
-    _ok(
+SECRET = "pl41n-S3CRET-value"
+
+
+def test_host_add_refuses_a_secret_option_and_points_at_credentials(stratus: Stratus) -> None:
+    result = _failed(
         stratus(
             "host", "add", "cloud", "--driver", "dummy",
-            "--option", "password=hunter2", "--option", "endpoint=https://x.example",
+            "--option", f"password={SECRET}", "--option", "endpoint=https://x.example",
         )
     )  # fmt: skip
-    shown = _ok(stratus("host", "show", "cloud", "--json")).stdout
-    assert "hunter2" not in shown
-    options = json.loads(shown)["options"]
-    assert options["password"] == "***"
-    assert options["endpoint"] == "https://x.example"
-    assert "hunter2" not in _ok(stratus("host", "show", "cloud")).stdout
+    assert "--credentials" in result.stderr
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_host_credentials_come_from_a_file_or_stdin_and_are_never_shown(
+    stratus: Stratus, tmp_path: Path
+) -> None:
+    creds = tmp_path / "aws.env"
+    creds.write_text(
+        f"# AWS\nAWS_ACCESS_KEY_ID=AKIA0001\nexport AWS_SECRET_ACCESS_KEY='{SECRET}'\n"
+    )
+    added = _ok(stratus("host", "add", "aws", "--driver", "dummy", "--credentials", str(creds)))
+    assert "credentials stored" in added.stdout
+    table = _ok(stratus("host", "show", "aws")).stdout
+    assert re.search(r"credentials\s+stored", table)
+    shown = _ok(stratus("host", "show", "aws", "--json")).stdout
+    assert json.loads(shown)["credentials"] == "stored"
+    listed = _ok(stratus("host", "list", "--json")).stdout
+    for output in (added.stdout, table, shown, listed):
+        assert SECRET not in output and "AKIA0001" not in output
+
+    replaced = stratus("host", "credentials", "aws", "-", input='{"token_id": "rotated-secret"}')
+    assert "credentials stored" in _ok(replaced).stdout
+    assert "rotated-secret" not in replaced.stdout
+    assert "credentials removed" in _ok(stratus("host", "credentials", "aws", "-", input="")).stdout
+    assert json.loads(_ok(stratus("host", "show", "aws", "--json")).stdout)["credentials"] is None
+
+
+def test_a_bad_credentials_file_is_refused_without_quoting_it(stratus: Stratus) -> None:
+    for text in (
+        f"{SECRET}\n",
+        f'{{"k": "{SECRET}"',
+        f'{{"k": ["{SECRET}"]}}',
+        f"Bad Key={SECRET}",
+    ):
+        result = stratus("host", "add", "x", "--driver", "dummy", "--credentials", "-", input=text)
+        assert result.exit_code in (1, 2) and "Traceback" not in result.stderr, result.stderr
+        assert "credentials" in result.stderr
+        assert SECRET not in result.stdout + result.stderr
+    assert json.loads(_ok(stratus("host", "list", "--json")).stdout) == []
 
 
 def test_host_disable_enable_offline_and_delete(stratus: Stratus) -> None:

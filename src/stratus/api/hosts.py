@@ -1,4 +1,4 @@
-"""Host routes: add, list, show, enable/disable/offline and delete."""
+"""Host routes: add, list, show, credentials, enable/disable/offline and delete."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from stratus.api.deps import (
     recent_events,
 )
 from stratus.api.errors import ERROR_RESPONSES
-from stratus.api.schemas import HostDetail, HostIn, HostOperation, HostOut, HostPage
+from stratus.api.schemas import CredentialsIn, HostDetail, HostIn, HostOperation, HostOut, HostPage
 from stratus.api.views import JsonResponse, build_items, host_detail_view, host_view, page_view
 from stratus.model.records import HostState
 from stratus.store import Store
@@ -37,8 +37,16 @@ async def add_host(engine: EngineDep, body: HostIn) -> Response:
         memory=body.memory,
         labels={key.upper(): value for key, value in body.labels.items()},
         options=dict(body.options),
+        secrets=dict(body.secrets),
     )
     return JsonResponse(host_view(host), status_code=201)
+
+
+@router.put("/{ref}/credentials", response_model=HostOut, summary="Replace a host's credentials")
+async def set_credentials(engine: EngineDep, ref: HostRef, body: CredentialsIn) -> Response:
+    """Store new credentials for the host's driver (encrypted; never shown), {} removes them."""
+    host = await engine.set_host_secrets(host_ref(ref), dict(body.secrets))
+    return JsonResponse(host_view(host))
 
 
 @router.get("", response_model=HostPage, summary="List hosts, a page at a time")

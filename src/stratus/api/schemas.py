@@ -20,6 +20,11 @@ from pydantic import (
 )
 from pydantic.json_schema import WithJsonSchema
 
+from stratus.model.credentials import (
+    MAX_SECRET_VALUE,
+    MAX_SECRETS,
+    SECRET_KEY_PATTERN,
+)
 from stratus.model.errors import InvalidInput
 from stratus.model.lifecycle import Action, RecoverMode, VmState
 from stratus.model.records import HostState, ImageState, ImageType
@@ -30,6 +35,7 @@ __all__ = [
     "AddressIn",
     "AddressOut",
     "AddressRangeOut",
+    "CredentialsIn",
     "ErrorBody",
     "ErrorOut",
     "EventOut",
@@ -138,6 +144,25 @@ def _not_all_digits(name: str) -> str:
     return name
 
 
+SecretKey = Annotated[str, StringConstraints(pattern=SECRET_KEY_PATTERN)]
+SecretValue = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SECRET_VALUE)]
+#: Write-only: validation messages name keys, never values, and views never show them.
+Secrets = Annotated[
+    dict[SecretKey, SecretValue],
+    Field(
+        max_length=MAX_SECRETS,
+        description="credentials for the driver (cloud keys...): stored encrypted, never shown",
+        json_schema_extra={"writeOnly": True},
+    ),
+]
+
+
+class CredentialsIn(_Strict):
+    """A host's new credentials: they replace the old ones ({} removes them)."""
+
+    secrets: Secrets
+
+
 class HostIn(_Strict):
     """A host to add to the pool."""
 
@@ -149,8 +174,9 @@ class HostIn(_Strict):
         default_factory=dict, max_length=256, description="KEY=VALUE labels (keys upper-cased)"
     )
     options: dict[OptionKey, OptionValue] = Field(
-        default_factory=dict, max_length=256, description="driver options"
+        default_factory=dict, max_length=256, description="driver options (no credentials)"
     )
+    secrets: Secrets = Field(default_factory=dict)
 
 
 class HostOperation(StrEnum):
@@ -252,6 +278,9 @@ class _HostBase(BaseModel):
     free_memory: int
     labels: dict[str, str]
     options: dict[str, Any] = Field(description="driver options; secret-looking values masked")
+    credentials: Literal["stored"] | None = Field(
+        description='"stored" when the host has credentials (never shown), else null'
+    )
     monitoring: dict[str, Any]
     last_monitored: datetime | None
     created: datetime

@@ -8,7 +8,6 @@ document, and a test checks that both agree.
 from __future__ import annotations
 
 import gc
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -16,6 +15,7 @@ from typing import Any, TypeVar
 import orjson
 from fastapi.responses import JSONResponse
 
+from stratus.model.credentials import looks_secret
 from stratus.model.lifecycle import allowed_operations
 from stratus.model.records import Event, HistoryRecord, Host, Vm
 
@@ -33,7 +33,6 @@ __all__ = [
 ]
 
 _ORJSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
-_SECRET_KEY = re.compile(r"secret|password|passwd|key|token|credential", re.IGNORECASE)
 MASK = "***"
 _Record = TypeVar("_Record")
 
@@ -112,8 +111,9 @@ def vm_detail_view(
 
 
 def mask_secrets(options: dict[str, Any]) -> dict[str, Any]:
-    """Replace the value of every option whose key looks like a credential."""
-    return {key: MASK if _SECRET_KEY.search(key) else value for key, value in options.items()}
+    """Replace the value of every option whose key looks like a credential (such options
+    are refused since credentials are sealed apart; this guards hosts added before)."""
+    return {key: MASK if looks_secret(key) else value for key, value in options.items()}
 
 
 def host_view(host: Host) -> dict[str, Any]:
@@ -134,6 +134,7 @@ def host_view(host: Host) -> dict[str, Any]:
         "vms": usage.vms,
         "labels": host.labels,
         "options": mask_secrets(host.options),
+        "credentials": "stored" if host.has_secrets else None,
         "monitoring": host.monitoring,
         "last_monitored": host.last_monitored,
         "created": host.created,

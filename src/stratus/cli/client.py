@@ -177,6 +177,12 @@ class StratusClient:
         result: dict[str, Any] = self.request("GET", f"/hosts/{_segment(ref)}")
         return result
 
+    def set_host_credentials(self, ref: str, secrets: dict[str, str]) -> dict[str, Any]:
+        """Replace a host's credentials; the answer says only whether it has some."""
+        path = f"/hosts/{_segment(ref)}/credentials"
+        result: dict[str, Any] = self.request("PUT", path, json={"secrets": secrets})
+        return result
+
     def host_operation(self, ref: str, operation: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("POST", f"/hosts/{_segment(ref)}/{operation}")
         return result

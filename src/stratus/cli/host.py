@@ -1,13 +1,16 @@
-"""`stratus host ...`: add, list, show, enable/disable/offline and delete hosts."""
+"""`stratus host ...`: add, list, show, credentials, enable/disable/offline, delete hosts."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
 import typer
 
 from stratus.cli.client import connect
 from stratus.cli.output import print_host, print_host_table, print_json, stdout
+from stratus.model.credentials import check_secrets
+from stratus.model.errors import InvalidInput
 from stratus.model.records import HostState
 
 __all__ = ["host_app"]
@@ -19,6 +22,10 @@ host_app = typer.Typer(
 
 HostRef = Annotated[str, typer.Argument(metavar="HOST", help="host name or id", show_default=False)]
 JsonFlag = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+CREDENTIALS_HELP = (
+    "file of credentials for the driver, or - for stdin: a JSON object, or KEY=VALUE lines "
+    "(keys lower-cased, # comments); kept off the command line, stored encrypted, never shown"
+)
 
 
 def _key_values(values: list[str], what: str) -> dict[str, str]:
@@ -30,6 +37,45 @@ def _key_values(values: list[str], what: str) -> dict[str, str]:
             raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=f"--{what}")
         parsed[key.strip()] = value.strip()
     return parsed
+
+
+def read_credentials(text: str, source: str) -> dict[str, str]:
+    """Credentials from a JSON object or KEY=VALUE lines; errors never quote a value."""
+    if text.lstrip().startswith("{"):
+        try:
+            loaded: Any = json.loads(text)
+        except ValueError:
+            raise typer.BadParameter(
+                f"{source} is not valid JSON", param_hint="credentials"
+            ) from None
+        if not isinstance(loaded, dict) or not all(isinstance(v, str) for v in loaded.values()):
+            raise typer.BadParameter(
+                f"{source} must be a JSON object of strings", param_hint="credentials"
+            )
+        return {str(key): value for key, value in loaded.items()}
+    found: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.removeprefix("export ").partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(
+                f"{source} line {number} is not KEY=VALUE", param_hint="credentials"
+            )
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        found[key.strip().lower()] = value
+    return found
+
+
+def _credentials_file(file: typer.FileText) -> dict[str, str]:
+    source = "stdin" if file.name == "<stdin>" else file.name
+    try:
+        return check_secrets(read_credentials(file.read(), source))
+    except InvalidInput as exc:
+        raise typer.BadParameter(f"{source}: {exc}", param_hint="credentials") from None
 
 
 @host_app.command("add")
@@ -47,15 +93,36 @@ def add(
     option: Annotated[
         list[str] | None, typer.Option(help="KEY=VALUE driver option (repeatable)")
     ] = None,
+    credentials: Annotated[
+        typer.FileText | None, typer.Option(metavar="FILE", help=CREDENTIALS_HELP)
+    ] = None,
 ) -> None:
     """Add a host; the monitor probes it and makes it schedulable (MONITORED)."""
     labels = _key_values(label or [], "label")
     options = _key_values(option or [], "option")
+    fields: dict[str, Any] = {"labels": labels, "options": options}
+    if credentials is not None:
+        fields["secrets"] = _credentials_file(credentials)
     with connect(ctx.obj) as api:
-        host = api.add_host(
-            name=name, driver=driver, cpu=cpu, memory=memory, labels=labels, options=options
-        )
-    stdout.print(f"host {host['name']} added (id {host['id']}, {host['state']})")
+        host = api.add_host(name=name, driver=driver, cpu=cpu, memory=memory, **fields)
+    stored = ", credentials stored" if host.get("credentials") else ""
+    stdout.print(f"host {host['name']} added (id {host['id']}, {host['state']}{stored})")
+
+
+@host_app.command("credentials")
+def set_credentials(
+    ctx: typer.Context,
+    ref: HostRef,
+    credentials: Annotated[
+        typer.FileText, typer.Argument(metavar="FILE", help=CREDENTIALS_HELP, show_default=False)
+    ],
+) -> None:
+    """Replace a host's credentials (an empty file removes them)."""
+    secrets = _credentials_file(credentials)
+    with connect(ctx.obj) as api:
+        host = api.set_host_credentials(ref, secrets)
+    state = "stored" if host.get("credentials") else "removed"
+    stdout.print(f"host {host['name']}: credentials {state}")
 
 
 @host_app.command("list")

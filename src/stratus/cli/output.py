@@ -256,6 +256,7 @@ def print_host(host: Mapping[str, Any]) -> None:
                 ),
                 ("labels", _pairs(host["labels"])),
                 ("options", _pairs(host["options"])),
+                ("credentials", host.get("credentials") or "-"),
                 ("monitoring", _pairs(host["monitoring"])),
                 ("last monitored", format_time(host["last_monitored"])),
             ]

@@ -17,6 +17,8 @@ __all__ = ["BUILTIN_DRIVERS", "known_drivers", "load_driver_class"]
 
 BUILTIN_DRIVERS: dict[str, tuple[str, str]] = {
     "dummy": ("stratus.drivers.dummy", "DummyDriver"),
+    "ec2": ("stratus.drivers.ec2", "Ec2Driver"),
+    "libcloud": ("stratus.drivers.libcloud_driver", "LibcloudDriver"),
     "lxc": ("stratus.drivers.lxc", "LxcDriver"),
     "qemu": ("stratus.drivers.qemu", "QemuDriver"),
 }

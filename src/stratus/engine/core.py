@@ -26,6 +26,7 @@ from stratus.engine.resources import ResourceResolver
 from stratus.engine.runner import DbRunner
 from stratus.engine.saveas import save_disk_as
 from stratus.engine.scheduling import SchedulerLoop
+from stratus.model.credentials import check_no_secret_options, check_secrets
 from stratus.model.errors import Conflict, InvalidInput
 from stratus.model.lifecycle import Operation, RecoverMode
 from stratus.model.records import Host, Image, Vm
@@ -184,8 +185,12 @@ class Engine:
         memory: int,
         labels: dict[str, str],
         options: dict[str, Any],
+        secrets: dict[str, str] | None = None,
     ) -> Host:
+        """Add a host; `secrets` (its credentials) are sealed before they reach the store."""
         check_driver(driver)
+        check_no_secret_options(options)
+        sealed = self.drivers.secrets.seal(check_secrets(secrets or {}))
         if cpu <= 0 or memory <= 0:
             raise InvalidInput("a host needs a positive CPU count and memory size")
         reserved = sorted({"cpu", "memory"} & {k.lower() for k in options})
@@ -196,10 +201,28 @@ class Engine:
             )
         labels = {k.upper(): str(v) for k, v in labels.items()}
         options = {**options, "cpu": cpu, "memory": memory}  # what the dummy host reports
-        host = await self.db.call(self.store.add_host, name, driver, cpu, memory, labels, options)
+        host = await self.db.call(
+            self.store.add_host, name, driver, cpu, memory, labels, options, sealed
+        )
         if self.monitor:
             self.monitor.wake(host.id)
         return host
+
+    async def set_host_secrets(self, ref: int | str, secrets: dict[str, str]) -> Host:
+        """Replace a host's credentials (an empty dict removes them) and probe it with them."""
+        sealed = self.drivers.secrets.seal(check_secrets(secrets))
+        for _ in range(_RETRIES):
+            host = await self.db.call(self.store.get_host, ref)
+            try:
+                updated = await self.db.call(
+                    self.store.update_host, host.id, host.version, sealed_secrets=sealed
+                )
+            except Conflict:
+                continue
+            if self.monitor:
+                self.monitor.wake(host.id)
+            return updated
+        raise Conflict(f"host {ref} keeps changing", hint="wait a moment and try again")
 
     async def host_operation(self, ref: int | str, op: HostOp) -> Host:
         for _ in range(_RETRIES):

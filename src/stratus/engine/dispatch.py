@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from stratus.engine.batcher import ChangeBatcher
 from stratus.engine.config import EngineConfig
-from stratus.engine.drivers import DriverSet, host_info
+from stratus.engine.drivers import DriverSet
 from stratus.engine.hostcache import HostCache
 from stratus.engine.loop import Tasks, run_loop
 from stratus.engine.resources import ResourceResolver
@@ -125,9 +125,9 @@ class Dispatcher:
         target = await self._host(vm.target_host_id)
         try:
             ctx = StepContext(
-                host=host_info(host) if host else None,
+                host=self._drivers.host_info(host) if host else None,
                 driver=self._drivers.get(host.driver) if host else None,
-                target=host_info(target) if target else None,
+                target=self._drivers.host_info(target) if target else None,
                 target_driver=self._drivers.get(target.driver) if target else None,
                 timeouts=self._config.timeouts,
             )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
 from stratus.drivers.base import Driver, HostInfo
 from stratus.drivers.registry import load_driver_class
+from stratus.engine.secrets import SecretBox
 from stratus.model.errors import DriverTimeout
 from stratus.model.records import Host
 
@@ -25,18 +26,38 @@ async def with_deadline(call: Awaitable[T], seconds: float, what: str) -> T:
         raise DriverTimeout(f"{what} did not finish within {seconds:g} s") from exc
 
 
-def host_info(host: Host) -> HostInfo:
+def host_info(host: Host, secrets: Mapping[str, str] | None = None) -> HostInfo:
+    """What a driver gets of a host; `secrets` are its opened credentials (none by default)."""
     return HostInfo(
-        id=host.id, name=host.name, options=dict(host.options), labels=dict(host.labels)
+        id=host.id,
+        name=host.name,
+        options=dict(host.options),
+        labels=dict(host.labels),
+        secrets=dict(secrets or {}),
     )
 
 
 class DriverSet:
-    """Driver objects by name, created on first use (unknown names fail at once)."""
+    """Driver objects by name, created on first use (unknown names fail at once), and the
+    one place that opens hosts' credentials to hand them to their driver."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, secrets: SecretBox | None = None) -> None:
         self._data_dir = data_dir
         self._drivers: dict[str, Driver] = {}
+        self.secrets = secrets or SecretBox(data_dir)
+        # host id -> (sealed text, opened): each sealing is unique, so a host's credentials
+        # are decrypted once per change, not on every probe and step
+        self._opened: dict[int, tuple[str, dict[str, str]]] = {}
+
+    def host_info(self, host: Host) -> HostInfo:
+        """The host as its driver sees it, credentials opened (SecretsError if they cannot be)."""
+        if not host.sealed_secrets:
+            return host_info(host)
+        cached = self._opened.get(host.id)
+        if cached is None or cached[0] != host.sealed_secrets:
+            opened = self.secrets.open(host.sealed_secrets, f"host {host.name}")
+            cached = self._opened[host.id] = (host.sealed_secrets, opened)
+        return host_info(host, cached[1])
 
     def get(self, name: str) -> Driver:
         driver = self._drivers.get(name)
@@ -53,3 +74,4 @@ class DriverSet:
         for driver in self._drivers.values():
             await driver.close()
         self._drivers.clear()
+        self._opened.clear()

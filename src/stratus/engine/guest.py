@@ -16,7 +16,7 @@ import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stratus.engine.drivers import DriverSet, host_info, with_deadline
+from stratus.engine.drivers import DriverSet, with_deadline
 from stratus.engine.runner import DbRunner
 from stratus.model.errors import AuthError, Conflict
 from stratus.model.lifecycle import VmState
@@ -90,5 +90,5 @@ async def read_console(
         raise Conflict(f"VM {vm_id} is {vm.state} with no instance on its host: no console log")
     host = await db.call(db.store.get_host, vm.host_id)
     driver = drivers.get(host.driver)
-    call = driver.console_log(host_info(host), vm.deploy_id, max_bytes)
+    call = driver.console_log(drivers.host_info(host), vm.deploy_id, max_bytes)
     return await with_deadline(call, timeout, "reading the console log")

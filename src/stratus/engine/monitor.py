@@ -18,7 +18,7 @@ from typing import Any
 from stratus.drivers.base import InstanceState, ProbeResult
 from stratus.engine.batcher import ChangeBatcher
 from stratus.engine.config import EngineConfig
-from stratus.engine.drivers import DriverSet, host_info, with_deadline
+from stratus.engine.drivers import DriverSet, with_deadline
 from stratus.engine.hostcache import HostCache
 from stratus.engine.loop import Tasks, run_loop
 from stratus.engine.runner import DbRunner
@@ -100,7 +100,7 @@ class Monitor:
             started = datetime.now(UTC)
             try:
                 driver = self._drivers.get(host.driver)
-                call = driver.probe(host_info(host))
+                call = driver.probe(self._drivers.host_info(host))
                 result = await with_deadline(call, self._config.timeouts.probe, "probe")
             except StratusError as exc:
                 await self._host_lost(host, str(exc))

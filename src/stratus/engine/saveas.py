@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from stratus.engine.drivers import DriverSet, host_info, with_deadline
+from stratus.engine.drivers import DriverSet, with_deadline
 from stratus.engine.images import ImageService
 from stratus.engine.runner import DbRunner
 from stratus.model.errors import Conflict, InvalidInput
@@ -57,7 +57,7 @@ async def save_disk_as(
     folder = Path(tempfile.mkdtemp(prefix=f"stratus-saveas-{vm_id}-"))
     try:
         dest = folder / f"disk.{disk}.qcow2"
-        call = drivers.get(host.driver).save_disk(host_info(host), vm_id, disk, str(dest))
+        call = drivers.get(host.driver).save_disk(drivers.host_info(host), vm_id, disk, str(dest))
         await with_deadline(call, timeout, "saving the disk")
         image = await images.register(
             name,

@@ -9,6 +9,7 @@ StratusError                    base; every message tells the user what to do
 │   └── IllegalOperation        the VM's state does not allow the operation (409)
 ├── Unsupported                 the driver cannot do that, with its reason (409)
 ├── AuthError                   missing or wrong credentials (401)
+├── SecretsError                stored credentials cannot be decrypted (500)
 └── DriverError                 an outside system failed
     ├── HostUnreachable         the host does not answer
     └── DriverTimeout           the call took longer than its deadline
@@ -26,6 +27,7 @@ __all__ = [
     "IllegalOperation",
     "InvalidInput",
     "NotFound",
+    "SecretsError",
     "StratusError",
     "TemplateError",
     "Unsupported",
@@ -115,6 +117,12 @@ class Unsupported(StratusError):
 
 class AuthError(StratusError):
     status = 401
+
+
+class SecretsError(StratusError):
+    """Sealed credentials that the key in the data dir cannot open (changed key, corrupt row)."""
+
+    status = 500
 
 
 class DriverError(StratusError):

@@ -58,6 +58,13 @@ class Host:
     created: datetime
     version: int
     usage: HostUsage = field(default_factory=HostUsage)
+    #: the credentials as the engine sealed them ("" when none): only the engine opens
+    #: them, for the driver; views show whether there are any, never this text
+    sealed_secrets: str = field(default="", repr=False)
+
+    @property
+    def has_secrets(self) -> bool:
+        return bool(self.sealed_secrets)
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ class ResourceRequests:
     initrd: str | None = None  # OS = [ INITRD = "image" ]: a RAMDISK image
     cmdline: str = ""  # OS = [ KERNEL_CMD = "..." ]
     files: tuple[str, ...] = ()  # CONTEXT = [ FILES = "a b" ]: CONTEXT images
+    cloud: bool = False  # the template also has EC2 / PUBLIC_CLOUD sections (hybrid)
 
     @property
     def empty(self) -> bool:
@@ -85,6 +86,9 @@ def resource_requests(spec: VmSpec) -> ResourceRequests:
     disks = []
     for i, disk in enumerate(spec.disks):
         image = str(disk.get("IMAGE", "")).strip()
+        if not image and disk.get("SOURCE"):
+            continue  # a legacy DISK = [ SOURCE = "/path" ] (the source's appendix B): kept
+            # in the template as written, no registered image to resolve
         if not image:
             raise InvalidInput(
                 f'DISK {i} names no IMAGE: write DISK = [ IMAGE = "name" ] '
@@ -94,6 +98,8 @@ def resource_requests(spec: VmSpec) -> ResourceRequests:
     nics = []
     for i, nic in enumerate(spec.nics):
         network = str(nic.get("NETWORK", "")).strip()
+        if not network and nic.get("BRIDGE"):
+            continue  # a legacy NIC = [ BRIDGE = "br0" ]: no virtual network, no lease
         if not network:
             raise InvalidInput(
                 f'NIC {i} names no NETWORK: write NIC = [ NETWORK = "name" ] '
@@ -106,19 +112,37 @@ def resource_requests(spec: VmSpec) -> ResourceRequests:
     return ResourceRequests(
         disks=tuple(disks),
         nics=tuple(nics),
-        kernel=str(os_section.get("KERNEL", "")).strip() or None,
-        initrd=str(os_section.get("INITRD", "")).strip() or None,
+        kernel=_image_name(os_section.get("KERNEL")),
+        initrd=_image_name(os_section.get("INITRD")),
         cmdline=str(os_section.get("KERNEL_CMD", "")).strip(),
         files=tuple(files_text.split()),
+        cloud=bool(spec.providers),
     )
 
 
-def placement_requirement(disk_formats: list[str], nic_drivers: list[str]) -> str:
+def _image_name(value: object) -> str | None:
+    """An OS section's KERNEL/INITRD as an image name; a path ("/vmlinuz", the legacy
+    form of the source's appendix B) names no registered image."""
+    text = str(value or "").strip()
+    return text if text and not text.startswith("/") else None
+
+
+def placement_requirement(
+    disk_formats: list[str], nic_drivers: list[str], *, cloud: bool = False
+) -> str:
     """The hypervisor a VM needs, as a requirement expression ("" when any will do).
 
     Root filesystems (tar, dir) run as containers; disk images and QEMU user networking
-    need QEMU. A VM asking for both is refused, naming the clash.
+    need QEMU. A VM asking for both is refused, naming the clash. A hybrid template
+    (`cloud`: it has EC2 or PUBLIC_CLOUD sections) may also go to a public cloud.
     """
+    requirement = _local_requirement(disk_formats, nic_drivers)
+    if requirement and cloud:
+        return f'{requirement} | PUBLIC_CLOUD = "YES"'
+    return requirement
+
+
+def _local_requirement(disk_formats: list[str], nic_drivers: list[str]) -> str:
     container = any(fmt in CONTAINER_FORMATS for fmt in disk_formats)
     vm_disk = any(fmt not in CONTAINER_FORMATS for fmt in disk_formats)
     if container and (vm_disk or "user" in nic_drivers):

@@ -14,16 +14,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from stratus.model.expr_compile import BoolArray, Requirement
+from stratus.scheduler.pricing import Budget, ShapePrices
 from stratus.scheduler.snapshot import HostSnapshot, IntArray, Rows
 
 __all__ = [
     "FILTERS",
+    "BudgetFilter",
+    "CoolDownFilter",
     "CpuFilter",
     "Demand",
     "DispatchLimitFilter",
     "ExclusionFilter",
     "HostFilter",
     "MemoryFilter",
+    "OfferingFilter",
     "PlanState",
     "RequirementsFilter",
     "StateFilter",
@@ -43,6 +47,7 @@ class Demand:
     static_pass: BoolArray | None = None  # hosts passing its conjuncts on static columns
     dynamic_pass: Requirement | None = None  # its conjuncts on live columns
     excluded: frozenset[int] = frozenset()  # host ids
+    prices: ShapePrices | None = None  # cost and offering per host; None when not priced
 
 
 @dataclass
@@ -52,6 +57,7 @@ class PlanState:
     hosts: HostSnapshot
     dispatched: IntArray  # placements per host row in this call
     max_per_host: int = 0  # 0 = unlimited
+    budget: Budget | None = None  # spend limits of public hosts; None when there are none
 
 
 class HostFilter(ABC):
@@ -142,6 +148,40 @@ class ExclusionFilter(HostFilter):
         return f"{len(rows)} excluded"
 
 
+class OfferingFilter(HostFilter):
+    """Public hosts in the catalogue whose instance types are all too small for the VM."""
+
+    def applies(self, demand: Demand, state: PlanState) -> bool:
+        return demand.prices is not None and bool(demand.prices.no_fit.any())
+
+    def passes(self, state: PlanState, demand: Demand, rows: Rows) -> BoolArray:
+        assert demand.prices is not None  # applies() checked it
+        return ~demand.prices.no_fit[rows]
+
+    def removed(self, rows: IntArray, state: PlanState, demand: Demand) -> str:
+        return f"{len(rows)} have no instance type that fits"
+
+
+class CoolDownFilter(HostFilter):
+    """Hosts, or every fitting offering on them, in a cool-down after a cloud error."""
+
+    def applies(self, demand: Demand, state: PlanState) -> bool:
+        return demand.prices is not None and bool(demand.prices.cooling_reasons)
+
+    def passes(self, state: PlanState, demand: Demand, rows: Rows) -> BoolArray:
+        assert demand.prices is not None  # applies() checked it
+        return ~demand.prices.cooling[rows]
+
+    def removed(self, rows: IntArray, state: PlanState, demand: Demand) -> str:
+        assert demand.prices is not None
+        reasons = demand.prices.cooling_reasons
+        counts = Counter(reasons.get(row, "") for row in rows.tolist())
+        return ", ".join(
+            f"{n} cooling down after {reason}" if reason else f"{n} cooling down"
+            for reason, n in sorted(counts.items())
+        )
+
+
 class DispatchLimitFilter(HostFilter):
     """SchedulerConfig.max_per_host: placements per host in one plan() call."""
 
@@ -158,6 +198,25 @@ class DispatchLimitFilter(HostFilter):
         return f"{len(rows)} reached the dispatch limit of {state.max_per_host} per host"
 
 
+class BudgetFilter(HostFilter):
+    """Public hosts where one more VM would push a provider's (or the overall) spend over
+    its budget. Spend only grows within a plan() call, so a removed host stays removed."""
+
+    def applies(self, demand: Demand, state: PlanState) -> bool:
+        return demand.prices is not None and state.budget is not None and state.budget.active
+
+    def changes(self, demand: Demand) -> bool:
+        return True
+
+    def passes(self, state: PlanState, demand: Demand, rows: Rows) -> BoolArray:
+        assert demand.prices is not None and state.budget is not None  # applies() checked
+        return ~state.budget.fails(demand.prices, rows)
+
+    def removed(self, rows: IntArray, state: PlanState, demand: Demand) -> str:
+        assert demand.prices is not None and state.budget is not None
+        return f"{len(rows)} over budget: {state.budget.explain(demand.prices, rows)}"
+
+
 #: The filters in the order they are applied and reported.
 FILTERS: tuple[HostFilter, ...] = (
     StateFilter(),
@@ -165,7 +224,10 @@ FILTERS: tuple[HostFilter, ...] = (
     MemoryFilter(),
     RequirementsFilter(),
     ExclusionFilter(),
+    OfferingFilter(),
+    CoolDownFilter(),
     DispatchLimitFilter(),
+    BudgetFilter(),
 )
 
 

@@ -4,11 +4,15 @@ VMs go in priority order (user priority, then id). VMs with the same (cpu, memor
 requirements, rank, exclusions) form a shape; each shape keeps the score of every host
 (rank where the host passes all filters, -inf elsewhere) and re-scores only the hosts that
 placements changed since it last looked, so one placement costs an argmax plus a few rows.
+
+Cost inputs (`pricing.py`), only when the config or the call asks for them: each shape's
+price per host (cheapest fitting catalogue offering on a cloud, PRICE label elsewhere),
+the budgets with the current spend, and the hosts or offerings cooling down.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,14 +20,18 @@ import numpy as np
 from stratus.model.errors import ExpressionError, InvalidInput
 from stratus.model.expr import And, Expr, expr_attributes, format_number, parse_expression
 from stratus.model.expr_compile import BoolArray, FloatArray, Requirement, compile_requirement
-from stratus.scheduler.filters import FILTERS, Demand, PlanState, explain
+from stratus.scheduler.filters import FILTERS, BudgetFilter, Demand, PlanState, explain
 from stratus.scheduler.policies import (
+    COST_POLICIES,
     LOWEST_RANK,
     POLICIES,
     Ranking,
     SchedulerConfig,
+    Tiers,
     ranking_for,
+    tier_for,
 )
+from stratus.scheduler.pricing import Budget, HostPricing, Unavailable, money
 from stratus.scheduler.snapshot import DYNAMIC_COLUMNS, HostSnapshot, IntArray, Rows
 
 __all__ = ["PendingVm", "Placement", "Plan", "plan"]
@@ -40,6 +48,7 @@ class PendingVm:
     rank: str = ""  # SCHED_RANK text ("" = use the policy)
     user_priority: int = 0  # higher first; ties by id ascending (FIFO)
     exclude_hosts: frozenset[int] = frozenset()  # e.g. its current host when rescheduling
+    vcpu: int = 0  # virtual CPUs a cloud instance type must have; 0 = its `cpu`
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,8 @@ class Placement:
     vm_id: int
     host_id: int
     reason: str  # "placed by packing policy on host-7 (rank 3) among 9/12 hosts"
+    offering: str = ""  # the instance type to run on a catalogued cloud, "" elsewhere
+    price_per_hour: float = 0.0  # what it costs there (PRICE label on other hosts)
 
 
 @dataclass(frozen=True)
@@ -58,13 +69,16 @@ class Plan:
 class _Expressions:
     """Parses and compiles each distinct expression text once per plan() call."""
 
-    def __init__(self, hosts: HostSnapshot, config: SchedulerConfig) -> None:
+    def __init__(
+        self, hosts: HostSnapshot, config: SchedulerConfig, pricing: HostPricing | None
+    ) -> None:
         self._hosts = hosts
         self._policy = config.policy
+        self._pricing = pricing
         self._parsed: dict[str, Expr | ExpressionError] = {}  # text -> AST or syntax error
         self._requirements: dict[str, tuple[BoolArray | None, Requirement | None]] = {}
         self._static_masks: dict[Expr, BoolArray] = {}
-        self._demands: dict[tuple[float, int, str, frozenset[int]], Demand] = {}
+        self._demands: dict[tuple[float, int, str, frozenset[int], int], Demand] = {}
         self._rankings: dict[str, Ranking] = {}
 
     def parse(self, attribute: str, text: str) -> Expr:
@@ -80,11 +94,14 @@ class _Expressions:
 
     def demand(self, vm: PendingVm) -> Demand:
         """What the VM asks of a host, its requirement compiled once per distinct text."""
-        key = (vm.cpu, vm.memory, vm.requirements, vm.exclude_hosts)
+        key = (vm.cpu, vm.memory, vm.requirements, vm.exclude_hosts, vm.vcpu)
         if key not in self._demands:
             static_pass, live = self._requirement(vm.requirements)
+            prices = None
+            if self._pricing is not None:
+                prices = self._pricing.for_shape(max(vm.cpu, float(vm.vcpu)), vm.memory)
             self._demands[key] = Demand(
-                vm.cpu, vm.memory, vm.requirements, static_pass, live, vm.exclude_hosts
+                vm.cpu, vm.memory, vm.requirements, static_pass, live, vm.exclude_hosts, prices
             )
         return self._demands[key]
 
@@ -153,10 +170,21 @@ class _Changes:
 class _Shape:
     """The hosts VMs of one shape can take, scored, kept current as placements land."""
 
-    def __init__(self, state: PlanState, demand: Demand, ranking: Ranking, seen: int) -> None:
+    def __init__(
+        self,
+        state: PlanState,
+        demand: Demand,
+        ranking: Ranking,
+        seen: int,
+        tier: Tiers | None = None,
+        label: str = "",
+    ) -> None:
         self.demand = demand
         self.ranking = ranking
+        self.tier = tier  # ranked before the rank, highest first (cost policies)
+        self.label = label or ranking.label
         active = [f for f in FILTERS if f.applies(demand, state)]
+        self.budgeted = BudgetFilter in {type(f) for f in active}
         self.live_filters = [f for f in active if f.changes(demand)]
         self.base: BoolArray = np.ones(state.hosts.size, dtype=bool)
         for host_filter in active:
@@ -165,6 +193,7 @@ class _Shape:
         # Without live requirements, candidates only ever shrink: once none is left, stop.
         self.monotone = demand.dynamic_pass is None
         self.score: FloatArray = np.full(state.hosts.size, -np.inf)
+        self.keyed: FloatArray = np.full(state.hosts.size, -np.inf)  # tier where it fits
         self.candidates = 0
         self.seen = seen  # placements already reflected in the scores
         self.exhausted = False
@@ -178,6 +207,8 @@ class _Shape:
         ranks = self.ranking.values(state.hosts, rows)
         before = np.count_nonzero(self.score[rows] > -np.inf)
         self.score[rows] = np.where(ok, ranks, -np.inf)
+        if self.tier is not None:
+            self.keyed[rows] = np.where(ok, self.tier.values[rows], -np.inf)
         self.candidates += int(np.count_nonzero(ok)) - int(before)
 
     def best(self, state: PlanState, changes: _Changes) -> int | None:
@@ -188,11 +219,44 @@ class _Shape:
             many = changes.count - self.seen > state.hosts.size // 4
             self._rescore(state, _ALL if many else changes.since(self.seen))
             self.seen = changes.count
-        row = int(self.score.argmax())
-        if self.score[row] > -np.inf:
+        if self.tier is None and not self.budgeted:  # the rank policies' fast path
+            row = int(self.score.argmax())
+            if self.score[row] > -np.inf:
+                return row
+            self.exhausted = self.monotone
+            return None
+        found = self._top()
+        if found is not None and self.budgeted and self._over_budget(state, found):
+            found = self._top()
+        if found is None:
+            self.exhausted = self.monotone
+        return found
+
+    def _top(self) -> int | None:
+        """The best-scored row (by tier first when there is one), None when none fits."""
+        if self.tier is None:
+            row = int(self.score.argmax())
+            return row if self.score[row] > -np.inf else None
+        top = float(self.keyed.max())
+        if top == -np.inf:
+            return None
+        row = int(self.score.argmax())  # often the best overall is in the top tier
+        if self.keyed[row] == top:
             return row
-        self.exhausted = self.monotone
-        return None
+        rows = self.tier.rows[top]
+        return int(rows[self.score[rows].argmax()])
+
+    def _over_budget(self, state: PlanState, row: int) -> bool:
+        """Spend grew since the scores were made: when `row` broke a budget, drop every
+        host that now would (they cannot come back within this call)."""
+        assert state.budget is not None and self.demand.prices is not None
+        if not state.budget.row_fails(self.demand.prices, row):
+            return False
+        over = state.budget.fails(self.demand.prices, _ALL)
+        self.score[over] = -np.inf
+        self.keyed[over] = -np.inf
+        self.candidates = int(np.count_nonzero(self.score > -np.inf))
+        return True
 
     def why_not(self, state: PlanState) -> str:
         """Why no host fits, as of the last look (an exhausted shape stops looking)."""
@@ -200,20 +264,50 @@ class _Shape:
             self._reason = (self.seen, explain(state, self.demand))
         return self._reason[1]
 
+    def offering(self, row: int) -> tuple[str, float]:
+        """(instance type, price per hour) of a VM of this shape on the host at `row`."""
+        prices = self.demand.prices
+        if prices is None:
+            return "", 0.0
+        return str(prices.offerings[row]), float(prices.cost[row])
+
     def why(self, state: PlanState, row: int) -> str:
         rank = float(self.score[row])
         shown = "-inf" if rank <= LOWEST_RANK else format_number(rank)
+        where = state.hosts.names[row]
+        name, price = self.offering(row)
+        if name:
+            where += f" as {name} at {money(price)}/h"
+        elif price:
+            where += f" at {money(price)}/h"
         return (
-            f"placed by {self.ranking.label} on {state.hosts.names[row]} (rank {shown})"
+            f"placed by {self.label} on {where} (rank {shown})"
             f" among {self.candidates}/{state.hosts.size} hosts"
         )
 
 
-def plan(vms: Sequence[PendingVm], hosts: HostSnapshot, config: SchedulerConfig) -> Plan:
-    """Places what fits, in priority order; `hosts` keeps the capacity the placements take."""
-    state = PlanState(hosts, np.zeros(hosts.size, dtype=np.intp), config.max_per_host)
-    expressions = _Expressions(hosts, config)
-    shapes: dict[tuple[float, int, str, str, frozenset[int]], _Shape | str] = {}
+def plan(
+    vms: Sequence[PendingVm],
+    hosts: HostSnapshot,
+    config: SchedulerConfig,
+    *,
+    spend: Mapping[str, float] | None = None,
+    unavailable: Iterable[Unavailable] = (),
+) -> Plan:
+    """Places what fits, in priority order; `hosts` keeps the capacity the placements take.
+
+    `spend`: what the public clouds cost now, provider -> USD per hour (for the budgets);
+    `unavailable`: hosts or offerings in a cool-down, skipped with their reason.
+    """
+    cooling = tuple(unavailable)
+    pricing = None
+    if config.catalogue is not None or config.budgets or cooling or config.policy in COST_POLICIES:
+        pricing = HostPricing(hosts, config.catalogue, cooling)
+    budget = Budget(pricing, config.budgets, spend or {}) if pricing and config.budgets else None
+    state = PlanState(hosts, np.zeros(hosts.size, dtype=np.intp), config.max_per_host, budget)
+    expressions = _Expressions(hosts, config, pricing)
+    tiers = _TierCache(config.policy, pricing)
+    shapes: dict[tuple[float, int, str, str, frozenset[int], int], _Shape | str] = {}
     changes = _Changes(hosts.size, len(vms))
     result = Plan()
     for vm in sorted(vms, key=lambda vm: (-vm.user_priority, vm.id)):
@@ -222,7 +316,7 @@ def plan(vms: Sequence[PendingVm], hosts: HostSnapshot, config: SchedulerConfig)
                 f"waiting: this cycle reached max_dispatch ({config.max_dispatch} placements)"
             )
             continue
-        key = (vm.cpu, vm.memory, vm.requirements, vm.rank, vm.exclude_hosts)
+        key = (vm.cpu, vm.memory, vm.requirements, vm.rank, vm.exclude_hosts, vm.vcpu)
         shape = shapes.get(key)
         if shape is None:
             try:
@@ -231,7 +325,7 @@ def plan(vms: Sequence[PendingVm], hosts: HostSnapshot, config: SchedulerConfig)
                 shape = str(exc)
             else:
                 shape = (
-                    _Shape(state, demand, ranking, changes.count)
+                    _new_shape(state, demand, ranking, changes.count, config, tiers)
                     if hosts.size
                     else explain(state, demand)
                 )
@@ -243,8 +337,52 @@ def plan(vms: Sequence[PendingVm], hosts: HostSnapshot, config: SchedulerConfig)
         if row is None:
             result.pending[vm.id] = shape.why_not(state)
             continue
-        result.placements.append(Placement(vm.id, int(hosts.ids[row]), shape.why(state, row)))
+        if pricing is None:
+            result.placements.append(Placement(vm.id, int(hosts.ids[row]), shape.why(state, row)))
+        else:
+            offering, price = shape.offering(row)
+            result.placements.append(
+                Placement(vm.id, int(hosts.ids[row]), shape.why(state, row), offering, price)
+            )
+            if budget is not None:
+                budget.charge(row, price)
         hosts.place(row, vm.cpu, vm.memory)
         state.dispatched[row] += 1
         changes.record(row)
     return result
+
+
+class _TierCache:
+    """The cost policy's tiers, built once per VM size (local-first: once per call)."""
+
+    def __init__(self, policy: str, pricing: HostPricing | None) -> None:
+        self.policy = policy if pricing is not None and policy in COST_POLICIES else ""
+        self._pricing = pricing
+        self._built: dict[int, Tiers | None] = {}  # keyed by the prices' identity
+
+    def get(self, demand: Demand) -> Tiers | None:
+        if not self.policy or self._pricing is None:
+            return None
+        prices = demand.prices
+        key = 0 if self.policy == "local-first" or prices is None else id(prices)
+        if key not in self._built:
+            cost = prices.cost if prices is not None else None
+            self._built[key] = tier_for(self.policy, self._pricing.public, cost)
+        return self._built[key]
+
+
+def _new_shape(
+    state: PlanState,
+    demand: Demand,
+    ranking: Ranking,
+    seen: int,
+    config: SchedulerConfig,
+    tiers: _TierCache,
+) -> _Shape:
+    """A shape, with the cost policy's tier when there is one."""
+    tier = tiers.get(demand)
+    if tier is None:
+        return _Shape(state, demand, ranking, seen)
+    policy = f"{config.policy} policy"
+    label = policy if ranking.label == policy else f"{policy}, then {ranking.label}"
+    return _Shape(state, demand, ranking, seen, tier, label)

@@ -75,6 +75,7 @@ def _host(row: Row[Any], usage: HostUsage) -> Host:
         created=row.created,
         version=row.version,
         usage=usage,
+        sealed_secrets=row.secrets,
     )
 
 
@@ -116,8 +117,12 @@ def insert_host(
     memory: int,
     labels: Mapping[str, str],
     options: Mapping[str, Any],
+    sealed_secrets: str = "",
 ) -> Host:
-    """Add a host in state INIT with its "added" event; Conflict when the name is taken."""
+    """Add a host in state INIT with its "added" event; Conflict when the name is taken.
+
+    `sealed_secrets` is the engine's sealed text of its credentials, never plaintext.
+    """
     if not name:
         raise InvalidInput("a host needs a name")
     values: dict[str, Any] = {
@@ -133,6 +138,7 @@ def insert_host(
         "last_monitored": None,
         "created": now,
         "version": 1,
+        "secrets": sealed_secrets,
     }
     if conn.execute(select(hosts.c.id).where(hosts.c.name == name)).first() is not None:
         raise _duplicate(name)

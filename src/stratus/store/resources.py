@@ -42,12 +42,13 @@ def insert_vms_with_resources(
     requirement = placement_requirement(
         [images[disk.image].format for disk in requests.disks],
         [networks[nic.network].driver for nic in requests.nics],
+        cloud=requests.cloud,
     )
     if requirement:
         new = [
             dataclasses.replace(
                 vm,
-                requirements=f"({vm.requirements}) & {requirement}"
+                requirements=f"({vm.requirements}) & ({requirement})"
                 if vm.requirements
                 else requirement,
             )

@@ -84,6 +84,7 @@ class Store:
         memory: int,
         labels: Mapping[str, str],
         options: Mapping[str, Any],
+        sealed_secrets: str = "",
     ) -> Host:
         """A new host in state INIT; Conflict when the name is taken."""
         with db.write(self.engine) as conn:
@@ -96,6 +97,7 @@ class Store:
                 memory=memory,
                 labels=labels,
                 options=options,
+                sealed_secrets=sealed_secrets,
             )
 
     def get_host(self, ref: int | str) -> Host:
@@ -128,8 +130,12 @@ class Store:
         memory: int | None = None,
         labels: Mapping[str, str] | None = None,
         options: Mapping[str, Any] | None = None,
+        sealed_secrets: str | None = None,
     ) -> Host:
-        """Change the given fields if the version matches (Conflict otherwise); None keeps one."""
+        """Change the given fields if the version matches (Conflict otherwise); None keeps one.
+
+        `sealed_secrets` replaces the sealed credentials ("" removes them).
+        """
         fields = {
             "state": state,
             "reason": reason,
@@ -139,6 +145,7 @@ class Store:
             "memory": memory,
             "labels": labels,
             "options": options,
+            "secrets": sealed_secrets,
         }
         with db.write(self.engine) as conn:
             return hosts.change_host(conn, self._clock(), host_id, expected_version, fields)

@@ -146,6 +146,8 @@ hosts = Table(
     Column("last_monitored", UtcDateTime, nullable=True),
     Column("created", UtcDateTime, nullable=False),
     Column("version", Integer, nullable=False),
+    # credentials sealed by the engine (engine/secrets.py), "" when none: never plaintext
+    Column("secrets", Text, nullable=False, server_default=""),
 )
 
 vms = Table(
