@@ -71,6 +71,8 @@ class Policy(StrEnum):
     STRIPING = "striping"
     LOAD = "load"
     FIXED = "fixed"
+    LOCAL_FIRST = "local-first"  # public clouds only when no local host fits
+    CHEAPEST = "cheapest"  # lowest price per hour (instance-type catalogue, PRICE labels)
 
 
 @app.command()
@@ -122,6 +124,7 @@ def serve(
     """
     from stratus import daemon  # the daemon stack is heavy: import it only to serve
     from stratus.engine.config import EngineConfig, Timeouts
+    from stratus.model.catalogue import shipped_catalogue
     from stratus.scheduler import SchedulerConfig
 
     intervals = {
@@ -134,6 +137,7 @@ def serve(
         policy=(policy or Policy.PACKING).value,
         max_dispatch=max_dispatch,
         max_per_host=max_per_host,
+        catalogue=shipped_catalogue(),
     )
     settings["timeouts"] = Timeouts(shutdown=shutdown_timeout)
     if guest_url is not None:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
 from stratus.engine.drivers import DriverSet, with_deadline
+from stratus.engine.keyfile import read_or_create_key
 from stratus.engine.runner import DbRunner
 from stratus.model.errors import AuthError, Conflict
 from stratus.model.lifecycle import VmState
@@ -35,16 +35,8 @@ class GuestTokens:
 
     def _key(self) -> bytes:
         if self._secret is None:
-            if not self._path.exists():
-                self._path.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                except FileExistsError:  # another process made it first
-                    pass
-                else:
-                    with os.fdopen(fd, "w") as f:
-                        f.write(secrets.token_hex(32) + "\n")
-            self._secret = bytes.fromhex(self._path.read_text().strip())
+            made = read_or_create_key(self._path, lambda: secrets.token_hex(32).encode())
+            self._secret = bytes.fromhex(made.decode())
         return self._secret
 
     def token_for(self, vm_id: int) -> str:

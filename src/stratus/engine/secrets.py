@@ -7,13 +7,13 @@ credential. The store only ever sees the sealed text.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import orjson
 from cryptography.fernet import Fernet, InvalidToken
 
+from stratus.engine.keyfile import read_or_create_key
 from stratus.model.errors import SecretsError
 
 __all__ = ["KEY_FILE", "SecretBox"]
@@ -30,17 +30,8 @@ class SecretBox:
 
     def _box(self) -> Fernet:
         if self._fernet is None:
-            if not self._path.exists():
-                self._path.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                except FileExistsError:  # another process made it first
-                    pass
-                else:
-                    with os.fdopen(fd, "wb") as f:
-                        f.write(Fernet.generate_key() + b"\n")
             try:
-                self._fernet = Fernet(self._path.read_bytes().strip())
+                self._fernet = Fernet(read_or_create_key(self._path, Fernet.generate_key))
             except ValueError:
                 raise SecretsError(
                     f"the credentials key {self._path} is not a valid key",

@@ -1,0 +1,137 @@
+"""The source's appendix-B template on an `ec2` host, through a real daemon, against a
+real EC2 API implementation (moto's server on loopback)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.daemon.daemon import Daemon
+from tests.e2e.conftest import wait_for, wait_state
+from tests.moto_server import MOTO_CREDENTIALS, running_moto
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ec2-hybrid.tmpl"
+REGION = "us-east-1"
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    with running_moto() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def ec2(endpoint: str) -> Any:
+    return boto3.client(
+        "ec2",
+        region_name=REGION,
+        endpoint_url=endpoint,
+        aws_access_key_id=MOTO_CREDENTIALS["access_key_id"],
+        aws_secret_access_key=MOTO_CREDENTIALS["secret_access_key"],
+    )
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory, endpoint: str) -> Iterator[Daemon]:
+    d = Daemon(tmp_path_factory.mktemp("ec2"), "--monitor-interval", "1").start()
+    try:
+        host = {
+            "name": "ec2",
+            "driver": "ec2",
+            "cpu": 4,
+            "memory": "8G",
+            "labels": {"PUBLIC_CLOUD": "YES", "PROVIDER": "ec2", "REGION": REGION},
+            "options": {"region": REGION, "endpoint": endpoint, "capacity": "m1.small=4"},
+            "secrets": MOTO_CREDENTIALS,
+        }
+        d.api("POST", "/hosts", json=host)
+        wait_for(
+            "host ec2 MONITORED", lambda: d.api("GET", "/hosts/ec2")["state"] == "MONITORED", 30
+        )
+        yield d
+    finally:
+        d.stop()
+
+
+def test_the_appendix_b_template_deploys_on_ec2_and_shows_its_address(
+    daemon: Daemon, ec2: Any
+) -> None:
+    ec2.create_key_pair(KeyName="gsg-keypair")
+    elastic_ip = ec2.allocate_address(Domain="standard")["PublicIp"]
+    template = (
+        EXAMPLE.read_text()
+        .replace("75.101.155.97", elastic_ip)
+        .replace("#REQUIREMENTS", "REQUIREMENTS")
+    )
+    created = daemon.api("POST", "/vms", json={"template": template})
+    vm = wait_state(daemon, created["vms"][0]["id"], "RUNNING", timeout=120)
+    assert vm["host"] == "ec2"
+    assert vm["info"]["address"] == elastic_ip  # as in the appendix: the VM's address
+    reservations = ec2.describe_instances(InstanceIds=[vm["deploy_id"]])["Reservations"]
+    instance = reservations[0]["Instances"][0]
+    assert instance["InstanceType"] == "m1.small"
+    assert instance["KeyName"] == "gsg-keypair"
+
+    daemon.api("POST", f"/vms/{vm['id']}/terminate")
+    wait_state(daemon, vm["id"], "DONE", timeout=120)
+    states = {
+        i["State"]["Name"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
+    }
+    assert states <= {"terminated"}  # every instance created was terminated
+    secret = MOTO_CREDENTIALS["secret_access_key"]
+    assert secret not in str(daemon.api("GET", "/hosts/ec2"))
+    assert secret not in (daemon.data_dir / "stratus.log").read_text()
+
+
+HYBRID = """
+NAME = "burst"
+CPU = 0.5
+MEMORY = 1700
+EC2 = [ AMI = "ami-00bafcb5", INSTANCETYPE = "m1.small" ]
+"""
+
+
+def test_local_first_bursts_the_overflow_to_ec2_in_one_cycle_and_terminates_it_all(
+    tmp_path: Path, endpoint: str, ec2: Any
+) -> None:
+    # A slow scheduling cycle (5 s): all six placements must come from the same one.
+    d = Daemon(tmp_path, "--policy", "local-first", "--schedule-interval", "5").start()
+    try:
+        local = {"name": "local", "driver": "dummy", "cpu": 1.5, "memory": "6G"}
+        cloud = {
+            "name": "aws",
+            "driver": "ec2",
+            "cpu": 4,
+            "memory": 4 * 1740,
+            "labels": {"PUBLIC_CLOUD": "YES", "PROVIDER": "ec2", "REGION": REGION},
+            "options": {"region": REGION, "endpoint": endpoint, "capacity": "m1.small=4"},
+            "secrets": MOTO_CREDENTIALS,
+        }
+        for host in (local, cloud):
+            d.api("POST", "/hosts", json=host)
+        for name in ("local", "aws"):
+            wait_for(
+                f"{name} MONITORED",
+                lambda n=name: d.api("GET", f"/hosts/{n}")["state"] == "MONITORED",
+                30,
+            )
+        created = d.api("POST", "/vms", json={"template": HYBRID, "count": 6})
+        ids = [vm["id"] for vm in created["vms"]]
+        vms = [wait_state(d, vm_id, "RUNNING", timeout=60) for vm_id in ids]
+        assert sorted(vm["host"] for vm in vms) == ["aws"] * 3 + ["local"] * 3
+        placed = [d.api("GET", f"/vms/{vm_id}")["events"] for vm_id in ids]
+        cycles = {next(e["time"] for e in events if e["to"] == "PROLOG") for events in placed}
+        assert len(cycles) == 1  # one scheduling cycle placed all six
+        cloud_ids = [vm["deploy_id"] for vm in vms if vm["host"] == "aws"]
+        for vm_id in ids:
+            d.api("POST", f"/vms/{vm_id}/terminate")
+        for vm_id in ids:
+            wait_state(d, vm_id, "DONE", timeout=60)
+        found = ec2.describe_instances(InstanceIds=cloud_ids)["Reservations"]
+        assert {i["State"]["Name"] for r in found for i in r["Instances"]} == {"terminated"}
+    finally:
+        d.stop()
