@@ -15,8 +15,7 @@ from stratus.model.records import Vm
 from stratus.model.resources import FILES_USE, INITRD_USE, KERNEL_USE, resource_requests
 from stratus.model.template import Template, vm_spec
 from stratus.store import Store
-from stratus.store.resources import ImageUse, vm_image_uses
-from stratus.store.vnets import leases_for_vm
+from stratus.store.resources import ImageUse
 
 __all__ = ["ResourceResolver", "VmResources"]
 
@@ -53,9 +52,7 @@ class ResourceResolver:
         template = vm.template
         if not any(key in template for key in ("DISK", "NIC", "OS", "CONTEXT")):
             return VmResources()
-        with self._store.engine.connect() as conn:
-            uses = vm_image_uses(conn, vm.id)
-            leases = leases_for_vm(conn, vm.id)
+        uses, leases = self._store.vm_deploy_inputs(vm.id)
         spec = vm_spec(Template.from_dict(template))
         requests = resource_requests(spec)
         disks = tuple(

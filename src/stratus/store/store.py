@@ -36,7 +36,7 @@ from stratus.store import images as images_mod
 from stratus.store import vms as vms_mod
 from stratus.store import vnets as vnets_mod
 from stratus.store.changes import VmChange
-from stratus.store.resources import insert_vms_with_resources
+from stratus.store.resources import ImageUse, insert_vms_with_resources, vm_image_uses
 from stratus.store.tables import vms as vms_table
 from stratus.store.vms import NewVm
 from stratus.store.vnets import LeaseRequest
@@ -462,6 +462,11 @@ class Store:
         """A VM's leases by NIC index, with what each NIC is configured with."""
         with db.read(self.engine) as conn:
             return vnets_mod.leases_for_vm(conn, vm_id)
+
+    def vm_deploy_inputs(self, vm_id: int) -> tuple[list[ImageUse], list[Lease]]:
+        """A VM's image uses and leases, read together (what its deploy needs)."""
+        with db.read(self.engine) as conn:
+            return vm_image_uses(conn, vm_id), vnets_mod.leases_for_vm(conn, vm_id)
 
     # tokens
 
