@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ FAST = EngineConfig(
     schedule_interval=0.05,
     monitor_interval=0.2,
     batch_window=0.002,
+    failover_cooldown=1.0,
 )
 
 SMALL = 'NAME = "t"\nCPU = 1\nMEMORY = 512\n'
@@ -97,6 +99,13 @@ class Harness:
                 return host
             if time.monotonic() > deadline:
                 raise AssertionError(f"host {name} is {host.state} ({host.reason}), not {state}")
+            await asyncio.sleep(0.02)
+
+    async def wait_for(self, check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what} did not happen within {timeout} s")
             await asyncio.sleep(0.02)
 
     def transitions(self, vm_id: int) -> list[tuple[str, str]]:

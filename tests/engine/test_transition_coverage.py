@@ -82,6 +82,15 @@ async def _flows(h: Harness) -> None:
     await h.op(v2, "recover", recover="retry")
     await h.wait(v2, S.RUNNING)
 
+    # BOOT -> PENDING: a cloud refused the deploy for capacity; failover places it again
+    w.set_fault("a", "refuse_deploy", "InsufficientInstanceCapacity")
+    w.set_fault("b", "refuse_deploy", "InsufficientInstanceCapacity")
+    v = (await h.submit()).id
+    await h.wait_for(lambda: ("BOOT", "PENDING") in h.transitions(v), "a failover")
+    w.clear_fault("a", "refuse_deploy")
+    w.clear_fault("b", "refuse_deploy")
+    await h.wait(v, S.RUNNING)
+
     # PROLOG -> EPILOG and BOOT -> EPILOG: recover --delete/--recreate of a stuck step
     w.set_fault("a", "latency_prolog", "5")
     w.set_fault("b", "latency_prolog", "5")
@@ -284,7 +293,8 @@ async def _flows(h: Harness) -> None:
 async def test_the_engine_walks_every_edge_of_the_transition_table(
     store: Store, tmp_path: Path
 ) -> None:
-    async with Harness(store, tmp_path, replace(FAST, pending_timeout=0.6)) as h:
+    config = replace(FAST, pending_timeout=0.6, failover_cooldown=0.1)
+    async with Harness(store, tmp_path, config) as h:
         await _flows(h)
     walked = {(e.from_state, e.to_state) for e in store.events(object_type="vm", limit=100_000)}
     table = {(a.value, b.value) for a, targets in TRANSITIONS.items() for b in targets}

@@ -7,6 +7,8 @@ switches in that file (`DummyWorld.set_fault`) or in the host's options:
     latency=SECONDS        every operation takes that long (latency_<op> for one op)
     unreachable=yes        the host does not answer (probe and every operation)
     fail_<op>=yes          the operation fails (fail_deploy, fail_suspend...)
+    refuse_<op>=CODE       it fails with that cloud error code, e.g.
+                           refuse_deploy=InsufficientInstanceCapacity (failover)
     hang_<op>=yes          the operation never returns (the engine's deadline ends it)
     ignore_shutdown=yes    the guest ignores ACPI shutdown (graceful shutdown times out)
 """
@@ -31,6 +33,7 @@ from stratus.drivers.base import (
     InstanceState,
     ProbeResult,
 )
+from stratus.drivers.cloud_errors import CloudError
 from stratus.model.errors import DriverError, DriverTimeout, HostUnreachable
 
 __all__ = ["DummyDriver", "DummyWorld", "WorldInstance"]
@@ -212,6 +215,9 @@ class DummyDriver(Driver):
             await asyncio.sleep(365 * 24 * 3600)  # the engine's deadline cancels this
         if (self._switch(host, f"fail_{op}") or "").lower() in _TRUE:
             raise DriverError(f"{op} failed on {host.name} (simulated failure)")
+        refused = self._switch(host, f"refuse_{op}")  # a cloud's error code, e.g. capacity
+        if refused:
+            raise CloudError(f"{op} refused by {host.name}: {refused} (simulated)", code=refused)
 
     def _live(self, host: HostInfo, deploy_id: str) -> WorldInstance:
         inst = self.world.get(deploy_id)

@@ -35,3 +35,6 @@ class EngineConfig:
     #: the API's URL as guests on bridge networks reach it (they report READY there);
     #: guests on user networks use their gateway, which QEMU forwards to loopback
     guest_url: str | None = None
+    #: seconds a host stays out of placements after a cloud refused a deploy on it for
+    #: capacity or quota (InsufficientInstanceCapacity...): the VM fails over meanwhile
+    failover_cooldown: float = 300.0

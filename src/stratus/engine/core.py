@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from stratus.engine.batcher import ChangeBatcher
 from stratus.engine.config import EngineConfig
+from stratus.engine.cooldowns import Cooldowns
 from stratus.engine.dispatch import Dispatcher
 from stratus.engine.drivers import DriverSet
 from stratus.engine.guest import read_console, report_ready
@@ -28,7 +29,7 @@ from stratus.engine.saveas import save_disk_as
 from stratus.engine.scheduling import SchedulerLoop
 from stratus.model.credentials import check_no_secret_options, check_secrets
 from stratus.model.errors import Conflict, InvalidInput
-from stratus.model.lifecycle import Operation, RecoverMode
+from stratus.model.lifecycle import Operation, RecoverMode, VmState
 from stratus.model.records import Host, Image, Vm
 from stratus.store import Store
 
@@ -63,6 +64,7 @@ class Engine:
         self.db = DbRunner(store)
         self.images = ImageService(store, data_dir)
         self.networks = NetworkService(store)
+        self.cooldowns = Cooldowns(self.config.failover_cooldown)
         self.resources = ResourceResolver(
             store, data_dir, self.config.api_port, self.config.guest_url
         )
@@ -78,9 +80,22 @@ class Engine:
         batcher = ChangeBatcher(self.db, self.config.batch_window)
         hosts = HostCache(self.db, max_age=min(self.config.monitor_interval, 5.0))
         dispatcher = Dispatcher(
-            self.db, batcher, self.drivers, self.config, hosts, resolver=self.resources
+            self.db,
+            batcher,
+            self.drivers,
+            self.config,
+            hosts,
+            on_change=self._after_step,
+            resolver=self.resources,
         )
-        scheduler = SchedulerLoop(self.db, batcher, self.drivers, self.config, dispatcher.wake)
+        scheduler = SchedulerLoop(
+            self.db,
+            batcher,
+            self.drivers,
+            self.config,
+            dispatcher.wake,
+            cooldowns=self.cooldowns,
+        )
         monitor = Monitor(
             self.db, batcher, self.drivers, self.config, hosts, dispatcher.busy, scheduler.wake
         )
@@ -98,6 +113,14 @@ class Engine:
         ):
             self._tasks.append(asyncio.create_task(loop(), name=name))
         log.info("engine started")
+
+    def _after_step(self, vm: Vm) -> None:
+        """A VM a cloud refused went back to PENDING: cool that host down, place it again."""
+        failover = vm.info.get("failover")
+        if vm.state is VmState.PENDING and isinstance(failover, dict):
+            self.cooldowns.add(int(failover["host_id"]), None, str(failover["reason"]))
+            if self.scheduler:
+                self.scheduler.wake()
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -8,6 +8,7 @@ than the pending timeout fails with that reason.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 
 from stratus.engine.batcher import ChangeBatcher
 from stratus.engine.config import EngineConfig
+from stratus.engine.cooldowns import Cooldowns
 from stratus.engine.drivers import DriverSet
 from stratus.engine.loop import run_loop
 from stratus.engine.runner import DbRunner
@@ -39,8 +41,10 @@ class SchedulerLoop:
         config: EngineConfig,
         on_placed: Callable[[], None],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        cooldowns: Cooldowns | None = None,
     ) -> None:
         self._db = db
+        self._cooldowns = cooldowns
         self._batcher = batcher
         self._drivers = drivers
         self._config = config
@@ -67,7 +71,9 @@ class SchedulerLoop:
         by_id = {h.id: h for h in hosts}
         pending = [_pending(vm) for vm in vms]
         snapshot = HostSnapshot.from_hosts(hosts)
-        result = await asyncio.to_thread(plan, pending, snapshot, self._config.scheduler)
+        cooling = self._cooldowns.active() if self._cooldowns else []
+        work = functools.partial(plan, unavailable=cooling)
+        result = await asyncio.to_thread(work, pending, snapshot, self._config.scheduler)
         planned = time.perf_counter()
         vm_by_id = {vm.id: vm for vm in vms}
         placed = 0

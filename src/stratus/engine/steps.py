@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from stratus.drivers.base import DeploySpec, Driver, HostInfo, InstanceInfo
 from stratus.engine.config import Timeouts
+from stratus.engine.cooldowns import MAX_FAILOVERS
 from stratus.engine.drivers import with_deadline
 from stratus.engine.resources import VmResources
 from stratus.model.errors import DriverError, DriverTimeout, StratusError
@@ -85,6 +86,9 @@ def _failure(vm: Vm, exc: StratusError) -> VmChange:
     action = vm.action.value if vm.action else vm.state.value.lower()
     where = f" on {vm.host_name}" if vm.host_name else ""
     reason = f"{action} failed{where}: {exc}"
+    failover = _failover(vm, exc)
+    if failover is not None:
+        return failover
     if vm.state is S.RUNNING:  # a failed reboot leaves the instance as it was
         return _change(vm, S.RUNNING, reason, action=None)
     if vm.state is S.MIGRATING and vm.action is A.LIVE_MIGRATE:
@@ -96,6 +100,32 @@ def _failure(vm: Vm, exc: StratusError) -> VmChange:
             target_host_id=None,
         )
     return _change(vm, S.FAILED, reason, failed_state=vm.state)
+
+
+def _failover(vm: Vm, exc: StratusError) -> VmChange | None:
+    """A first deploy a cloud refused for capacity or quota goes back to PENDING, its host
+    noted in `info["failover"]` (the dispatcher cools it down); after MAX_FAILOVERS it fails."""
+    details = exc.details()
+    fresh_deploy = vm.state is S.BOOT and vm.action is A.DEPLOY and not vm.checkpoint
+    if not fresh_deploy or not details.get("failover"):
+        return None
+    count = int(vm.info.get("failovers", 0)) + 1
+    if count > MAX_FAILOVERS or vm.host_id is None:
+        return None
+    code = str(details.get("cloud_error") or type(exc).__name__)
+    reason = f"{vm.host_name or 'the host'} refused the deploy ({code}): re-queued"
+    info = {**vm.info, "failovers": count, "failover": {"host_id": vm.host_id, "reason": code}}
+    return _change(
+        vm,
+        S.PENDING,
+        reason,
+        host_id=None,
+        target_host_id=None,
+        action=None,
+        deploy_id=None,
+        info=info,
+        close_history=reason,
+    )
 
 
 async def _prolog(vm: Vm, ctx: StepContext) -> VmChange:

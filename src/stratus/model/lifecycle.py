@@ -115,6 +115,8 @@ TRANSITIONS: dict[VmState, dict[VmState, str]] = {
     S.BOOT: {
         S.RUNNING: "the hypervisor started or restored the instance",
         S.FAILED: "the hypervisor could not start it",
+        S.PENDING: "a cloud refused it for lack of capacity or quota: failover re-queues it"
+        " for the next-best placement (that host cools down)",
         S.EPILOG: "recover --delete/--recreate: clean up the half-made instance",
     },
     S.RUNNING: {
