@@ -107,7 +107,9 @@ def _failover(vm: Vm, exc: StratusError) -> VmChange | None:
     noted in `info["failover"]` (the dispatcher cools it down); after MAX_FAILOVERS it fails."""
     details = exc.details()
     fresh_deploy = vm.state is S.BOOT and vm.action is A.DEPLOY and not vm.checkpoint
-    if not fresh_deploy or not details.get("failover"):
+    # A timeout is no refusal: the instance may exist, so the VM fails where it is (recover
+    # cleans up there) rather than leaving a possible instance behind.
+    if not fresh_deploy or not details.get("failover") or isinstance(exc, DriverTimeout):
         return None
     count = int(vm.info.get("failovers", 0)) + 1
     if count > MAX_FAILOVERS or vm.host_id is None:
