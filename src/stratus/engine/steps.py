@@ -104,7 +104,7 @@ def _failure(vm: Vm, exc: StratusError) -> VmChange:
 
 def _failover(vm: Vm, exc: StratusError) -> VmChange | None:
     """A first deploy a cloud refused for capacity or quota goes back to PENDING, its host
-    noted in `info["failover"]` (the dispatcher cools it down); after MAX_FAILOVERS it fails."""
+    noted in `info["failover"]` (the engine cools it down); after MAX_FAILOVERS it fails."""
     details = exc.details()
     fresh_deploy = vm.state is S.BOOT and vm.action is A.DEPLOY and not vm.checkpoint
     # A timeout is no refusal: the instance may exist, so the VM fails where it is (recover
