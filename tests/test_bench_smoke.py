@@ -51,3 +51,9 @@ def test_lxc_bench_reports_deploy_and_answer_times() -> None:
     figures = _run("bench_lxc.py", "--containers", "2", "--singles", "1")
     assert figures["containers"] == 2
     assert float(figures["many"]["all_answering_s"]) > 0  # type: ignore[index]
+
+
+def test_burst_bench_reports_the_reaction_and_the_driver_overhead() -> None:
+    figures = _run("bench_burst.py", "--bursts", "1", "--deploys", "1")
+    assert figures["bursts"] == 1 and figures["deploys"] == 1
+    assert float(figures["reaction_median_s"]) > 0  # type: ignore[arg-type]
