@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import boto3
 from tests.daemon.daemon import Daemon
-from tests.moto_server import MOTO_CREDENTIALS, running_moto
+from tests.moto_server import MOTO_CREDENTIALS, ec2_host, running_moto
 
 from stratus.drivers.base import DeploySpec, HostInfo
 from stratus.drivers.ec2 import Ec2Driver
@@ -64,16 +64,7 @@ def burst_reaction(endpoint: str, bursts: int, data_dir: Path) -> list[float]:
         daemon.api(
             "POST", "/hosts", json={"name": "local", "driver": "dummy", "cpu": 1.5, "memory": "8G"}
         )
-        cloud = {
-            "name": "aws",
-            "driver": "ec2",
-            "cpu": 4,
-            "memory": 4 * 1740,
-            "labels": {"PUBLIC_CLOUD": "YES", "PROVIDER": "ec2", "REGION": REGION},
-            "options": {"region": REGION, "endpoint": endpoint, "capacity": "m1.small=4"},
-            "secrets": MOTO_CREDENTIALS,
-        }
-        daemon.api("POST", "/hosts", json=cloud)
+        daemon.api("POST", "/hosts", json=ec2_host("aws", endpoint, region=REGION))
         for name in ("local", "aws"):
             _wait(
                 f"{name} monitored",

@@ -20,6 +20,7 @@ import pytest
 __all__ = [
     "MOTO_CREDENTIALS",
     "closed_port_endpoint",
+    "ec2_host",
     "moto_endpoint_fixture",
     "reset_moto",
     "running_moto",
@@ -73,3 +74,18 @@ def moto_endpoint_fixture(scope: Any = "module") -> Callable[[], Iterator[str]]:
             yield endpoint
 
     return moto_endpoint
+
+
+def ec2_host(
+    name: str, endpoint: str, *, region: str = "us-east-1", quota: int = 4
+) -> dict[str, Any]:
+    """The API body of an `ec2` host on the moto server: `quota` m1.small instances."""
+    return {
+        "name": name,
+        "driver": "ec2",
+        "cpu": quota,  # m1.small: 1 vCPU, 1740 MB
+        "memory": quota * 1740,
+        "labels": {"PUBLIC_CLOUD": "YES", "PROVIDER": "ec2", "REGION": region},
+        "options": {"region": region, "endpoint": endpoint, "capacity": f"m1.small={quota}"},
+        "secrets": dict(MOTO_CREDENTIALS),
+    }

@@ -12,7 +12,7 @@ import pytest
 
 from tests.daemon.daemon import Daemon
 from tests.e2e.conftest import wait_for, wait_state
-from tests.moto_server import MOTO_CREDENTIALS, running_moto
+from tests.moto_server import MOTO_CREDENTIALS, ec2_host, running_moto
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ec2-hybrid.tmpl"
 REGION = "us-east-1"
@@ -39,16 +39,7 @@ def ec2(endpoint: str) -> Any:
 def daemon(tmp_path_factory: pytest.TempPathFactory, endpoint: str) -> Iterator[Daemon]:
     d = Daemon(tmp_path_factory.mktemp("ec2"), "--monitor-interval", "1").start()
     try:
-        host = {
-            "name": "ec2",
-            "driver": "ec2",
-            "cpu": 4,
-            "memory": "8G",
-            "labels": {"PUBLIC_CLOUD": "YES", "PROVIDER": "ec2", "REGION": REGION},
-            "options": {"region": REGION, "endpoint": endpoint, "capacity": "m1.small=4"},
-            "secrets": MOTO_CREDENTIALS,
-        }
-        d.api("POST", "/hosts", json=host)
+        d.api("POST", "/hosts", json=ec2_host("ec2", endpoint, region=REGION))
         wait_for(
             "host ec2 MONITORED", lambda: d.api("GET", "/hosts/ec2")["state"] == "MONITORED", 30
         )
@@ -102,15 +93,7 @@ def test_local_first_bursts_the_overflow_to_ec2_in_one_cycle_and_terminates_it_a
     d = Daemon(tmp_path, "--policy", "local-first", "--schedule-interval", "5").start()
     try:
         local = {"name": "local", "driver": "dummy", "cpu": 1.5, "memory": "6G"}
-        cloud = {
-            "name": "aws",
-            "driver": "ec2",
-            "cpu": 4,
-            "memory": 4 * 1740,
-            "labels": {"PUBLIC_CLOUD": "YES", "PROVIDER": "ec2", "REGION": REGION},
-            "options": {"region": REGION, "endpoint": endpoint, "capacity": "m1.small=4"},
-            "secrets": MOTO_CREDENTIALS,
-        }
+        cloud = ec2_host("aws", endpoint, region=REGION)
         for host in (local, cloud):
             d.api("POST", "/hosts", json=host)
         for name in ("local", "aws"):

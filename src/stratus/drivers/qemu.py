@@ -102,7 +102,7 @@ class QemuDriver(Driver):
 
     async def _accel_info(self, place: Place) -> AccelInfo:
         forced = str(place.host.options.get("accel") or "") or None
-        return await self._accel.get(place.access, place.host.id, forced)
+        return await self._accel.get(place.access, forced)
 
     async def _launcher(self, place: Place) -> Launcher:
         return Launcher(place, (await self._accel_info(place)).accel)

@@ -8,6 +8,7 @@ shell script: one round trip for an SSH host.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import shlex
@@ -228,20 +229,24 @@ class AccelInfo:
 class AccelProber:
     """KVM when /dev/kvm is there AND runs a guest at least about as fast as emulation
     (under nested virtualisation it may exist but crawl: guests then hang); else TCG.
-    Probed once per host, again after `ttl` seconds."""
+    Probed once per machine (host entries on one machine share it; concurrent callers
+    wait for one probe), again after `ttl` seconds."""
 
     def __init__(self, ttl: float = 600.0, limit: float = 5.0) -> None:
         self.ttl = ttl
         self.limit = limit
-        self._cache: dict[int, tuple[float, AccelInfo]] = {}
+        self._cache: dict[tuple[str, str | None], tuple[float, AccelInfo]] = {}
+        self._locks: dict[tuple[str, str | None], asyncio.Lock] = {}
 
-    async def get(self, access: HostAccess, host_id: int, forced: str | None = None) -> AccelInfo:
-        cached = self._cache.get(host_id)
-        if cached and time.monotonic() - cached[0] < self.ttl:
-            return cached[1]
-        info = await self._probe(access, forced)
-        self._cache[host_id] = (time.monotonic(), info)
-        return info
+    async def get(self, access: HostAccess, forced: str | None = None) -> AccelInfo:
+        key = (access.where, forced)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            cached = self._cache.get(key)
+            if cached and time.monotonic() - cached[0] < self.ttl:
+                return cached[1]
+            info = await self._probe(access, forced)
+            self._cache[key] = (time.monotonic(), info)
+            return info
 
     async def _probe(self, access: HostAccess, forced: str | None) -> AccelInfo:
         accels = "" if forced else "tcg kvm"  # forced: only QEMU's version is wanted
