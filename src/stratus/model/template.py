@@ -213,7 +213,7 @@ _SCALAR_ATTRIBUTES = frozenset(
 _VECTOR_ATTRIBUTES = frozenset(
     {
         "DISK", "NIC", "OS", "CONTEXT", "GRAPHICS", "RAW", "FEATURES", "INPUT", "CPU_MODEL",
-        "EC2", "PUBLIC_CLOUD",
+        "EC2", "PUBLIC_CLOUD", "METADATA",
     }
 )  # fmt: skip
 _REPEATABLE = frozenset({"DISK", "NIC", "INPUT", "EC2", "PUBLIC_CLOUD"})
