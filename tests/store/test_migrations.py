@@ -33,7 +33,7 @@ def test_opening_an_empty_database_creates_every_table_and_index(empty_database_
         assert "ix_events_object" in {i["name"] for i in inspector.get_indexes("events")}
         assert "ix_history_host_id" in {i["name"] for i in inspector.get_indexes("history")}
         with store.engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
 
 
 def test_opening_twice_keeps_the_data_and_the_schema_version(empty_database_url: str) -> None:
