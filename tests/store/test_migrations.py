@@ -43,7 +43,7 @@ def test_opening_twice_keeps_the_data_and_the_schema_version(empty_database_url:
         assert again.get_host("kept").name == "kept"
         with again.engine.connect() as conn:
             versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
-        assert [row[0] for row in versions] == ["0003"]
+        assert [row[0] for row in versions] == ["0005"]
 
 
 def test_migrated_schema_matches_the_tables_the_code_uses(empty_database_url: str) -> None:
