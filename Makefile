@@ -22,7 +22,7 @@ appliance: deps
 	$(UV) run --frozen stratus appliance build --out $(CURDIR)/.tools/appliance
 
 test: deps
-	@sh tools/bootstrap.sh postgres virt
+	@sh tools/bootstrap.sh postgres virt net
 	$(MAKE) --no-print-directory lint typecheck pytest
 
 lint:

@@ -79,13 +79,11 @@ def moto_endpoint_fixture(scope: Any = "module") -> Callable[[], Iterator[str]]:
 def ec2_host(
     name: str, endpoint: str, *, region: str = "us-east-1", quota: int = 4
 ) -> dict[str, Any]:
-    """The API body of an `ec2` host on the moto server: `quota` m1.small instances."""
+    """The API body of an `ec2` host on the moto server: `quota` m1.small instances (the
+    driver derives its capacity and labels from that)."""
     return {
         "name": name,
         "driver": "ec2",
-        "cpu": quota,  # m1.small: 1 vCPU, 1740 MB
-        "memory": quota * 1740,
-        "labels": {"PUBLIC_CLOUD": "YES", "PROVIDER": "ec2", "REGION": region},
         "options": {"region": region, "endpoint": endpoint, "capacity": f"m1.small={quota}"},
         "secrets": dict(MOTO_CREDENTIALS),
     }

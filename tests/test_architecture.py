@@ -14,8 +14,9 @@ ALLOWED: dict[str, set[str]] = {
     "drivers": {"model", "drivers"},
     "scheduler": {"model", "scheduler"},
     "engine": {"model", "store", "drivers", "scheduler", "engine"},
-    "api": {"model", "store", "engine", "api", "scheduler"},
-    "cli": {"model", "cli", "engine", "scheduler", "appliance"},
+    "api": {"model", "store", "engine", "api", "scheduler", "ec2api"},
+    "ec2api": {"model", "store", "engine", "ec2api"},  # floor 5, beside api
+    "cli": {"model", "cli", "engine", "scheduler", "appliance", "ec2api"},
     "appliance": {"model", "drivers", "appliance"},  # a front-end build tool, floor 2
 }
 

@@ -57,3 +57,12 @@ def test_burst_bench_reports_the_reaction_and_the_driver_overhead() -> None:
     figures = _run("bench_burst.py", "--bursts", "1", "--deploys", "1")
     assert figures["bursts"] == 1 and figures["deploys"] == 1
     assert float(figures["reaction_median_s"]) > 0  # type: ignore[arg-type]
+
+
+def test_ec2api_bench_measures_stratus_beside_moto() -> None:
+    figures = _run("bench_ec2api.py", "--instances", "5", "--seconds", "0.3")
+    assert figures["instances"] == 5
+    for side in ("stratus", "moto"):
+        rates = figures[side]
+        assert isinstance(rates, dict)
+        assert rates["describe_per_s"] > 0 and rates["run_per_s"] > 0

@@ -4,6 +4,7 @@
 #   tools/bootstrap.sh            uv only
 #   tools/bootstrap.sh postgres   also a PostgreSQL server for the store tests
 #   tools/bootstrap.sh virt       also QEMU, LXC, sshd, busybox... for real VMs and containers
+#   tools/bootstrap.sh net        also wireguard-go, wireguard-tools, openvpn, tcpdump (overlays)
 set -eu
 cd "$(dirname "$0")/.."
 mkdir -p .tools/bin
@@ -48,7 +49,7 @@ for extra in "$@"; do
         missing=""
         for pair in qemu-system-x86:qemu-system-x86_64 qemu-utils:qemu-img lxc:lxc-start \
             busybox-static:busybox openssh-server:sshd openssh-client:ssh rsync:rsync \
-            kmod:depmod cpio:cpio iproute2:ip e2fsprogs:mke2fs; do
+            kmod:depmod cpio:cpio iproute2:ip e2fsprogs:mke2fs nftables:nft; do
             pkg=${pair%%:*}
             cmd=${pair#*:}
             if ! PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1; then
@@ -58,6 +59,23 @@ for extra in "$@"; do
         if [ -n "$missing" ]; then
             # shellcheck disable=SC2086 # word splitting intended
             apt_install $missing || echo "bootstrap: VM and container tests will fail without:$missing" >&2
+        fi
+        ;;
+    net)
+        # Overlay networks: the userspace WireGuard (kernels without the module), wg and
+        # wg-quick, OpenVPN, and tcpdump for the tests' underlay captures.
+        missing=""
+        for pair in wireguard-go:wireguard-go wireguard-tools:wg openvpn:openvpn \
+            tcpdump:tcpdump; do
+            pkg=${pair%%:*}
+            cmd=${pair#*:}
+            if ! PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1; then
+                missing="$missing $pkg"
+            fi
+        done
+        if [ -n "$missing" ]; then
+            # shellcheck disable=SC2086 # word splitting intended
+            apt_install $missing || echo "bootstrap: overlay tests will fail without:$missing" >&2
         fi
         ;;
     *) echo "bootstrap: unknown extra $extra" >&2; exit 2 ;;

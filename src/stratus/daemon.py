@@ -17,6 +17,7 @@ from types import FrameType
 import uvicorn
 
 from stratus.api.app import create_app
+from stratus.ec2api import Ec2ApiConfig
 from stratus.engine.config import EngineConfig
 from stratus.engine.core import Engine
 from stratus.model.errors import InvalidInput
@@ -102,8 +103,17 @@ def _exit_cleanly_on_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def run(data_dir: Path, listen: str, db_url: str | None, config: EngineConfig) -> None:
-    """Run the daemon until SIGINT/SIGTERM; the engine stops with the server."""
+def run(
+    data_dir: Path,
+    listen: str,
+    db_url: str | None,
+    config: EngineConfig,
+    ec2: Ec2ApiConfig | None = None,
+) -> None:
+    """Run the daemon until SIGINT/SIGTERM; the engine stops with the server.
+
+    `ec2` configures the EC2 Query API served at <endpoint>/ec2.
+    """
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     _setup_logging(data_dir)
     host, port = parse_listen(listen)
@@ -114,16 +124,19 @@ def run(data_dir: Path, listen: str, db_url: str | None, config: EngineConfig) -
         cleanup.callback(store.close)
         ensure_admin_token(store, data_dir)
         bound_host, bound_port = sock.getsockname()[:2]
-        config = dataclasses.replace(config, api_port=bound_port)  # guests report READY here
-        engine = Engine(store, config=config, data_dir=data_dir)
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         endpoint = f"http://{shown}:{bound_port}"
+        # guests report READY at api_port; partner zones fetch images under public_url
+        config = dataclasses.replace(
+            config, api_port=bound_port, public_url=config.public_url or endpoint
+        )
+        engine = Engine(store, config=config, data_dir=data_dir)
         cleanup.callback((data_dir / ENDPOINT_FILE).unlink, missing_ok=True)
         (data_dir / ENDPOINT_FILE).write_text(endpoint + "\n")
         log.info("stratus serving on %s (data dir %s, store %s)", endpoint, data_dir, store.dialect)
         server = uvicorn.Server(
             uvicorn.Config(
-                create_app(engine),
+                create_app(engine, ec2=ec2),
                 # Not uvloop: its subprocesses inherit stray descriptors, so a command that
                 # leaves a daemon behind (qemu -daemonize, lxc-start) seems never to end.
                 loop="asyncio",

@@ -117,3 +117,27 @@ def test_serve_reports_a_bad_listen_address_without_a_traceback(tmp_path: Path) 
     assert result.returncode == 1
     assert "not HOST:PORT" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--budget", "ec2"),
+        ("--budget", "ec2=lots"),
+        ("--budget", "=0.5"),
+        ("--budget", "ec2=-1"),
+        ("--public-url", "zone-b:8421"),
+    ],
+)
+def test_serve_refuses_bad_budgets_and_urls_as_usage_errors(option: str, value: str) -> None:
+    result = CliRunner().invoke(app, ["serve", option, value])
+    _failed(result, code=2)
+    assert option in result.output
+
+
+def test_serve_refuses_a_catalogue_that_is_not_one(tmp_path: Path) -> None:
+    bad = tmp_path / "prices.json"
+    bad.write_text('{"offerings": {"ec2": {"eu-west-1": {"m5.large": {"vcpu": "two"}}}}}')
+    result = CliRunner().invoke(app, ["serve", "--catalogue", str(bad)])
+    _failed(result, code=2)
+    assert "prices.json" in result.output

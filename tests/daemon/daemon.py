@@ -64,6 +64,16 @@ class Daemon:
                 raise RuntimeError(f"daemon never became healthy: {self.output()}")
             time.sleep(0.05)
 
+    @property
+    def endpoint(self) -> str:
+        """The daemon's base URL, http://127.0.0.1:PORT."""
+        return (self.data_dir / "endpoint").read_text().strip()
+
+    @property
+    def token(self) -> str:
+        """The admin API token."""
+        return (self.data_dir / "admin.token").read_text().strip()
+
     def output(self) -> str:
         path = self.data_dir / "daemon.out"
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,13 @@ from botocore.exceptions import ClientError, ReadTimeoutError
 
 from stratus.drivers.base import DeploySpec, HostInfo, InstanceState
 from stratus.drivers.cloud_errors import CloudError, CloudTimeout, CloudUnreachable
-from stratus.drivers.ec2 import Ec2Driver, parse_capacity
-from stratus.drivers.ec2_spec import parse_type_sizes, select_section, translate_error
+from stratus.drivers.ec2 import Ec2Driver
+from stratus.drivers.ec2_spec import (
+    parse_capacity,
+    parse_type_sizes,
+    select_section,
+    translate_error,
+)
 from stratus.drivers.registry import load_driver_class
 from stratus.model.errors import DriverError, HostUnreachable, InvalidInput, Unsupported
 from tests.moto_server import MOTO_CREDENTIALS, closed_port_endpoint, moto_endpoint_fixture
@@ -188,6 +194,8 @@ def test_probe_sums_quotas_and_lists_tagged_instances_with_their_state(
         "PUBLIC_CLOUD": "YES",
         "PROVIDER": "ec2",
         "REGION": REGION,
+        "COUNTRY": "US",
+        "INSTANCE_TYPES": "m1.small=4,m1.large=1",
         "HYPERVISOR": "ec2",
     }
     assert set(result.instances) == {info.deploy_id, stray}
@@ -265,8 +273,9 @@ def test_unreachable_endpoint_is_host_unreachable_fast(driver: Ec2Driver, host: 
 def test_template_errors_name_the_fix(driver: Ec2Driver, host: HostInfo, ec2: Any) -> None:
     with pytest.raises(InvalidInput, match="no EC2 section"):
         asyncio.run(driver.deploy(host, DeploySpec("r", 1, "x", 1, 1, 128, {"MEMORY": "128"})))
+    huge = replace(_spec({"AMI": _ami(ec2)}, vm_id=next(_vm_ids)), memory=64 * 1024)
     with pytest.raises(InvalidInput, match="INSTANCETYPE"):
-        asyncio.run(driver.deploy(host, _spec({"AMI": _ami(ec2)}, vm_id=next(_vm_ids))))
+        asyncio.run(driver.deploy(host, huge))
     with pytest.raises(InvalidInput, match="no-such-group"):
         asyncio.run(
             driver.deploy(
@@ -281,6 +290,17 @@ def test_template_errors_name_the_fix(driver: Ec2Driver, host: HostInfo, ec2: An
                 ),
             )
         )
+
+
+def test_without_instancetype_the_smallest_quota_type_that_fits_runs(
+    driver: Ec2Driver, host: HostInfo, ec2: Any
+) -> None:
+    spec = _spec({"AMI": _ami(ec2)}, vm_id=next(_vm_ids))
+    for memory, expected in ((128, "m1.small"), (4096, "m1.large")):
+        sized = replace(spec, memory=memory, request_id=f"{spec.request_id}-{memory}")
+        info = asyncio.run(driver.deploy(host, sized))
+        assert info.extra["instance_type"] == expected
+        asyncio.run(driver.destroy(host, info.deploy_id))
 
 
 def test_cloud_errors_from_the_endpoint_carry_its_code(driver: Ec2Driver, host: HostInfo) -> None:
@@ -305,6 +325,23 @@ def test_capacity_parses_quotas_and_rejects_bad_text() -> None:
     assert parse_type_sizes("x1.big=64:1048576")["x1.big"].memory == 1048576
     with pytest.raises(InvalidInput):
         parse_type_sizes("x1.big=64")
+
+
+def test_a_new_ec2_host_gets_its_capacity_and_labels_from_region_and_quotas() -> None:
+    driver = Ec2Driver(Path("/nonexistent"))
+    defaults = driver.host_defaults({"region": "eu-west-1", "capacity": "m1.small=4,m1.large=1"})
+    assert (defaults.cpu, defaults.memory) == (4 * 1 + 2, 4 * 1740 + 7680)
+    assert defaults.labels == {
+        "PUBLIC_CLOUD": "YES",
+        "PROVIDER": "ec2",
+        "REGION": "eu-west-1",
+        "COUNTRY": "IE",
+        "INSTANCE_TYPES": "m1.small=4,m1.large=1",
+    }
+    with pytest.raises(InvalidInput, match="needs a region"):
+        driver.host_defaults({"capacity": "m1.small=1"})
+    with pytest.raises(InvalidInput, match=r"unknown instance types x9\.huge"):
+        driver.host_defaults({"region": "eu-west-1", "capacity": "x9.huge=1"})
 
 
 def test_section_for_the_hosts_region_is_chosen() -> None:

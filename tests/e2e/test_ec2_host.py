@@ -118,3 +118,39 @@ def test_local_first_bursts_the_overflow_to_ec2_in_one_cycle_and_terminates_it_a
         assert {i["State"]["Name"] for r in found for i in r["Instances"]} == {"terminated"}
     finally:
         d.stop()
+
+
+def test_without_instancetype_the_cheapest_quota_type_runs_and_strays_show_as_orphans(
+    daemon: Daemon, ec2: Any
+) -> None:
+    untyped = 'NAME = "untyped"\nCPU = 1\nMEMORY = 1024\nEC2 = [ AMI = "ami-00bafcb5" ]\n'
+    created = daemon.api("POST", "/vms", json={"template": untyped})
+    vm = wait_state(daemon, created["vms"][0]["id"], "RUNNING", timeout=120)
+    assert vm["info"]["offering"] == "m1.small"  # the host's one quota type that fits
+    found = ec2.describe_instances(InstanceIds=[vm["deploy_id"]])["Reservations"]
+    assert found[0]["Instances"][0]["InstanceType"] == "m1.small"
+
+    # an instance tagged for the host that Stratus did not make: `host show` lists it
+    stray = ec2.run_instances(
+        ImageId="ami-00bafcb5",
+        InstanceType="t2.micro",
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[
+            {"ResourceType": "instance", "Tags": [{"Key": "stratus:host", "Value": "ec2"}]}
+        ],
+    )["Instances"][0]["InstanceId"]
+    try:
+        host = wait_for(
+            "the orphan in host show",
+            lambda: (h := daemon.api("GET", "/hosts/ec2"))["orphans"] and h,
+            30,
+        )
+        assert host["orphans"] == [stray]  # the VM's own instance is no orphan
+        assert host["labels"]["COUNTRY"] == "US"  # derived at `host add` from the region
+        assert host["labels"]["INSTANCE_TYPES"] == "m1.small=4"
+    finally:
+        ec2.terminate_instances(InstanceIds=[stray])
+    wait_for("no orphans", lambda: daemon.api("GET", "/hosts/ec2")["orphans"] == [], 30)
+    daemon.api("POST", f"/vms/{vm['id']}/terminate")
+    wait_state(daemon, vm["id"], "DONE", timeout=120)

@@ -30,9 +30,17 @@ def _plan(
     budgets: dict[str, float] | None = None,
     spend: dict[str, float] | None = None,
     unavailable: list[Unavailable] | None = None,
+    type_usage: dict[int, dict[str, int]] | None = None,
 ) -> Plan:
     config = SchedulerConfig(policy=policy, catalogue=catalogue, budgets=budgets or {})
-    return plan(vms, snapshot(*hosts), config, spend=spend, unavailable=unavailable or ())
+    return plan(
+        vms,
+        snapshot(*hosts),
+        config,
+        spend=spend,
+        unavailable=unavailable or (),
+        type_usage=type_usage,
+    )
 
 
 def _where(result: Plan) -> list[tuple[int, int]]:
@@ -142,6 +150,29 @@ def test_a_cloud_host_limited_to_its_quota_types_uses_only_those() -> None:
     host = _cloud(1, "us-east-1", INSTANCE_TYPES="m1.small=4, m1.large=1")
     result = _plan([vm(1, memory=1024), vm(2, memory=4096)], host, policy="cheapest")
     assert [p.offering for p in result.placements] == ["m1.small", "m1.large"]
+
+
+def test_a_full_type_quota_sends_later_vms_to_the_next_type_within_one_plan() -> None:
+    host = _cloud(1, "us-east-1", INSTANCE_TYPES="m1.small=2, m1.large=1")
+    result = _plan([vm(i, memory=1024) for i in range(1, 5)], host, policy="cheapest")
+    assert [p.offering for p in result.placements] == ["m1.small", "m1.small", "m1.large"]
+    assert result.pending == {
+        4: "0/1 hosts: 1 at the m1.small quota (2 of 2 in use)"
+        " and at the m1.large quota (1 of 1 in use)"
+    }
+
+
+def test_instances_already_running_count_against_the_type_quota() -> None:
+    host = _cloud(1, "us-east-1", INSTANCE_TYPES="m1.small=2, m1.large=1")
+    usage = {1: {"m1.small": 2}}
+    result = _plan([vm(1, memory=1024)], host, policy="cheapest", type_usage=usage)
+    assert [p.offering for p in result.placements] == ["m1.large"]
+    full = {1: {"m1.small": 2, "m1.large": 1}}
+    result = _plan([vm(1, memory=1024)], host, policy="cheapest", type_usage=full)
+    assert result.pending == {
+        1: "0/1 hosts: 1 at the m1.small quota (2 of 2 in use)"
+        " and at the m1.large quota (1 of 1 in use)"
+    }
 
 
 def test_spot_hosts_use_spot_offerings() -> None:

@@ -20,7 +20,10 @@ from tests.store.helpers import add_host
 
 TABLES = {
     "alembic_version", "api_tokens", "events", "history", "hosts", "vms",
-    "images", "image_uses", "vnets", "leases",
+    "images", "image_uses", "vnets", "leases", "overlays", "overlay_peers",
+    # EC2 API (issue 5)
+    "users", "access_keys", "ec2_instances", "ec2_images", "ec2_keypairs",
+    "ec2_security_groups", "ec2_addresses", "ec2_tags",
 }  # fmt: skip
 
 

@@ -10,13 +10,26 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import Response
 
-from stratus.api import events, guest, hosts, images, vms, vnets
+from stratus.api import (
+    events,
+    guest,
+    hosts,
+    image_download,
+    images,
+    overlays,
+    users,
+    vms,
+    vnets,
+)
 from stratus.api.auth import TokenVerifier, require_token
 from stratus.api.deps import StoreReader
 from stratus.api.errors import install_error_handlers
 from stratus.api.limits import BodyLimit
 from stratus.api.schemas import HealthOut
 from stratus.api.views import JsonResponse
+from stratus.ec2api import Ec2ApiConfig
+from stratus.ec2api.app import ec2_routes
+from stratus.ec2api.users import UserService
 from stratus.engine.core import Engine
 
 __all__ = ["API_PREFIX", "create_app", "stratus_version"]
@@ -43,10 +56,17 @@ async def health() -> JsonResponse:
     return JsonResponse({"status": "ok", "version": stratus_version()})
 
 
-def create_app(engine: Engine, *, manage_engine: bool = True, read_threads: int = 8) -> FastAPI:
+def create_app(
+    engine: Engine,
+    *,
+    manage_engine: bool = True,
+    read_threads: int = 8,
+    ec2: Ec2ApiConfig | None = None,
+) -> FastAPI:
     """The API over `engine`; with `manage_engine` the app starts and stops the engine.
 
-    `read_threads` bounds the threads that run store reads for requests.
+    `read_threads` bounds the threads that run store reads for requests; `ec2` configures
+    the EC2 Query API served at /ec2 (SigV4 with the users' access keys, not the token).
     """
 
     @asynccontextmanager
@@ -77,6 +97,8 @@ def create_app(engine: Engine, *, manage_engine: bool = True, read_threads: int 
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.include_router(health_router, prefix=API_PREFIX)
     app.include_router(guest.router, prefix=API_PREFIX)  # before vms: its own token check
+    # before images: authenticated by the link's signature (partner zones importing)
+    app.include_router(image_download.router, prefix=API_PREFIX)
     authenticated = [Depends(require_token)]
 
     @app.get(f"{API_PREFIX}/openapi.json", include_in_schema=False, dependencies=authenticated)
@@ -84,6 +106,8 @@ def create_app(engine: Engine, *, manage_engine: bool = True, read_threads: int 
         """The OpenAPI document of this API (needs a token, like every route but health)."""
         return JsonResponse(app.openapi())
 
-    for module in (vms, hosts, events, images, vnets):
+    for module in (vms, hosts, events, images, vnets, overlays, users):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=authenticated)
+    app.state.users = UserService(engine.store, engine.drivers.secrets)
+    app.router.routes.extend(ec2_routes(engine, ec2 or Ec2ApiConfig(), app.state.users))
     return app

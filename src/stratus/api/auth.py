@@ -13,9 +13,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from stratus.model.errors import AuthError
 from stratus.store import Store
 
-__all__ = ["TokenVerifier", "require_token", "sha256_hex"]
+__all__ = ["TokenVerifier", "bearer", "require_token", "sha256_hex"]
 
-_bearer = HTTPBearer(
+bearer = HTTPBearer(
     auto_error=False,
     description="An API token; `stratus serve` writes the admin one to <data dir>/admin.token",
 )
@@ -60,7 +60,7 @@ def _auth_error(message: str) -> AuthError:
 
 async def require_token(
     request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:
     """Dependency of every authenticated route: 401 unless the bearer token is valid."""
     if credentials is None or not credentials.credentials:

@@ -168,8 +168,14 @@ class HostIn(_Strict):
 
     name: Annotated[HostName, AfterValidator(_not_all_digits)]
     driver: str = Field(min_length=1, max_length=64, description="driver name, e.g. dummy")
-    cpu: float = Field(gt=0, le=MAX_HOST_CPU, allow_inf_nan=False, description="physical CPUs")
-    memory: MemorySize
+    cpu: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_HOST_CPU,
+        allow_inf_nan=False,
+        description="physical CPUs (a cloud driver derives it from the capacity option)",
+    )
+    memory: MemorySize | None = None
     labels: dict[LabelKey, ShortText] = Field(
         default_factory=dict, max_length=256, description="KEY=VALUE labels (keys upper-cased)"
     )
@@ -282,6 +288,7 @@ class _HostBase(BaseModel):
         description='"stored" when the host has credentials (never shown), else null'
     )
     monitoring: dict[str, Any]
+    orphans: list[str] = Field(description="instances on it that Stratus did not make")
     last_monitored: datetime | None
     created: datetime
     version: int

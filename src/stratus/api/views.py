@@ -136,6 +136,8 @@ def host_view(host: Host) -> dict[str, Any]:
         "options": mask_secrets(host.options),
         "credentials": "stored" if host.has_secrets else None,
         "monitoring": host.monitoring,
+        #: instances on the host that Stratus did not make (or no longer owns)
+        "orphans": list(host.monitoring.get("ORPHANS") or []),
         "last_monitored": host.last_monitored,
         "created": host.created,
         "version": host.version,

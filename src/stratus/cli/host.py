@@ -85,8 +85,26 @@ def add(
         str, typer.Argument(metavar="NAME", help="a unique host name", show_default=False)
     ],
     driver: Annotated[str, typer.Option(help="driver that runs its VMs, e.g. dummy")],
-    cpu: Annotated[float, typer.Option(min=0.01, help="physical CPUs offered to VMs")] = 8.0,
-    memory: Annotated[str, typer.Option(help="memory offered to VMs: MB or 512M, 16G...")] = "16G",
+    cpu: Annotated[
+        float | None,
+        typer.Option(min=0.01, help="physical CPUs offered to VMs [default: 8; clouds: quotas]"),
+    ] = None,
+    memory: Annotated[
+        str | None,
+        typer.Option(
+            help="memory offered to VMs: MB or 512M, 16G... [default: 16G; clouds: quotas]"
+        ),
+    ] = None,
+    region: Annotated[
+        str | None, typer.Option(help="a cloud's region, e.g. eu-west-1 (option region)")
+    ] = None,
+    capacity: Annotated[
+        str | None,
+        typer.Option(help="a cloud's quota per instance type, e.g. m1.small=4,m1.large=1"),
+    ] = None,
+    endpoint: Annotated[
+        str | None, typer.Option(help="an EC2-compatible API's URL (option endpoint)")
+    ] = None,
     label: Annotated[
         list[str] | None, typer.Option(help="KEY=VALUE label (repeatable), e.g. COUNTRY=ES")
     ] = None,
@@ -100,11 +118,19 @@ def add(
     """Add a host; the monitor probes it and makes it schedulable (MONITORED)."""
     labels = _key_values(label or [], "label")
     options = _key_values(option or [], "option")
+    shortcuts = {"region": region, "capacity": capacity, "endpoint": endpoint}
+    options.update({key: value for key, value in shortcuts.items() if value is not None})
+    if "capacity" not in options:  # a hypervisor: its capacity, 8 CPUs and 16G by default
+        cpu, memory = cpu or 8.0, memory or "16G"
     fields: dict[str, Any] = {"labels": labels, "options": options}
+    if cpu is not None:
+        fields["cpu"] = cpu
+    if memory is not None:
+        fields["memory"] = memory
     if credentials is not None:
         fields["secrets"] = _credentials_file(credentials)
     with connect(ctx.obj) as api:
-        host = api.add_host(name=name, driver=driver, cpu=cpu, memory=memory, **fields)
+        host = api.add_host(name=name, driver=driver, **fields)
     stored = ", credentials stored" if host.get("credentials") else ""
     stdout.print(f"host {host['name']} added (id {host['id']}, {host['state']}{stored})")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,9 +15,11 @@ from stratus.cli.client import ClientError, default_data_dir
 from stratus.cli.host import host_app
 from stratus.cli.image import image_app
 from stratus.cli.output import print_error
+from stratus.cli.user import user_app
 from stratus.cli.vm import vm_app
 from stratus.cli.vnet import vnet_app
-from stratus.model.errors import StratusError
+from stratus.cli.zone import zone_app
+from stratus.model.errors import InvalidInput, StratusError
 
 __all__ = ["app"]
 
@@ -44,6 +47,8 @@ app.add_typer(host_app, name="host")
 app.add_typer(image_app, name="image")
 app.add_typer(vnet_app, name="vnet")
 app.add_typer(appliance_app, name="appliance")
+app.add_typer(user_app, name="user")
+app.add_typer(zone_app, name="zone")
 
 DataDir = Annotated[
     Path | None,
@@ -116,6 +121,48 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    budget: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="PROVIDER=USD",
+            help="most the VMs on a provider's clouds may cost per hour, e.g. ec2=0.50; "
+            "'*=2' caps all clouds together (repeatable)",
+        ),
+    ] = None,
+    catalogue: Annotated[
+        Path | None,
+        typer.Option(
+            help="a JSON instance-type catalogue that extends or overrides the shipped one",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            help="this daemon's URL as partner zones reach it (they fetch images of VMs "
+            "that burst to them from signed links under it) [default: the listen address]",
+            show_default=False,
+        ),
+    ] = None,
+    ec2_region: Annotated[
+        str, typer.Option(help="the EC2 API's region name (clients sign requests for it)")
+    ] = "stratus-1",
+    ec2_zone: Annotated[
+        str | None,
+        typer.Option(help="the EC2 API's availability zone [default: REGION + 'a']"),
+    ] = None,
+    ec2_network: Annotated[
+        str | None,
+        typer.Option(help="virtual network RunInstances attaches a NIC to [default: none]"),
+    ] = None,
+    ec2_address_pool: Annotated[
+        str, typer.Option(help="CIDR that AllocateAddress takes elastic addresses from")
+    ] = "203.0.113.0/24",
+    ec2_import_dir: Annotated[
+        list[Path] | None,
+        typer.Option(help="directory RegisterImage may import local files from (repeatable)"),
+    ] = None,
 ) -> None:
     """Run the daemon: engine loops and REST API, until Ctrl-C or SIGTERM.
 
@@ -123,8 +170,9 @@ def serve(
     commands read when STRATUS_URL and STRATUS_TOKEN are unset.
     """
     from stratus import daemon  # the daemon stack is heavy: import it only to serve
+    from stratus.ec2api import Ec2ApiConfig
     from stratus.engine.config import EngineConfig, Timeouts
-    from stratus.model.catalogue import shipped_catalogue
+    from stratus.model.catalogue import parse_catalogue, shipped_catalogue
     from stratus.scheduler import SchedulerConfig
 
     intervals = {
@@ -133,17 +181,50 @@ def serve(
         "pending_timeout": pending_timeout,
     }
     settings: dict[str, Any] = {key: value for key, value in intervals.items() if value is not None}
+    prices = shipped_catalogue()
+    if catalogue is not None:
+        try:
+            prices = prices.updated(parse_catalogue(json.loads(catalogue.read_text())))
+        except (ValueError, InvalidInput) as exc:
+            raise typer.BadParameter(f"{catalogue}: {exc}", param_hint="--catalogue") from None
     settings["scheduler"] = SchedulerConfig(
         policy=(policy or Policy.PACKING).value,
         max_dispatch=max_dispatch,
         max_per_host=max_per_host,
-        catalogue=shipped_catalogue(),
+        catalogue=prices,
+        budgets=_budgets(budget or []),
     )
     settings["timeouts"] = Timeouts(shutdown=shutdown_timeout)
     if guest_url is not None:
         if not guest_url.startswith(("http://", "https://")):
             raise typer.BadParameter("give an http:// or https:// URL", param_hint="--guest-url")
         settings["guest_url"] = guest_url.rstrip("/")
+    if public_url is not None:
+        if not public_url.startswith(("http://", "https://")):
+            raise typer.BadParameter("give an http:// or https:// URL", param_hint="--public-url")
+        settings["public_url"] = public_url.rstrip("/")
     directory = data_dir or ctx.obj or default_data_dir()
     config = EngineConfig(**settings)
-    daemon.run(directory, listen, db, config)
+    ec2 = Ec2ApiConfig(
+        region=ec2_region,
+        zone=ec2_zone or "",
+        network=ec2_network,
+        address_pool=ec2_address_pool,
+        import_dirs=tuple(ec2_import_dir or ()),
+    )
+    daemon.run(directory, listen, db, config, ec2)
+
+
+def _budgets(items: list[str]) -> dict[str, float]:
+    """`ec2=0.5` -> {"ec2": 0.5}; the scheduler checks the values."""
+    budgets: dict[str, float] = {}
+    for item in items:
+        provider, _, value = item.partition("=")
+        try:
+            limit = float(value)
+        except ValueError:
+            limit = -1.0
+        if not provider.strip() or limit < 0:
+            raise typer.BadParameter(f"{item!r} is not PROVIDER=USD", param_hint="--budget")
+        budgets[provider.strip()] = limit
+    return budgets

@@ -240,6 +240,16 @@ def _pairs(mapping: Mapping[str, Any]) -> str:
     return ", ".join(f"{key}={value}" for key, value in sorted(mapping.items())) or "-"
 
 
+def _orphans(orphans: list[str]) -> str | Text:
+    if not orphans:
+        return "-"
+    return Text(
+        f"{', '.join(orphans)} (instances Stratus did not make: terminate them at the"
+        " provider if nobody needs them)",
+        style="yellow",
+    )
+
+
 def print_host(host: Mapping[str, Any]) -> None:
     """A host's capacity, labels and options, and the VMs placed on it."""
     stdout.print(Text(f"Host {host['id']}: {host['name']}", style="bold"))
@@ -258,6 +268,7 @@ def print_host(host: Mapping[str, Any]) -> None:
                 ("options", _pairs(host["options"])),
                 ("credentials", host.get("credentials") or "-"),
                 ("monitoring", _pairs(host["monitoring"])),
+                ("orphans", _orphans(host.get("orphans") or [])),
                 ("last monitored", format_time(host["last_monitored"])),
             ]
         )

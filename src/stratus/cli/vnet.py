@@ -9,6 +9,7 @@ import typer
 
 from stratus.cli.client import connect
 from stratus.cli.output import print_json, print_vnet, print_vnet_table, print_warning, stdout
+from stratus.cli.overlay import overlay_app
 from stratus.cli.vm import TemplateFormat
 
 __all__ = ["vnet_app"]
@@ -16,6 +17,7 @@ __all__ = ["vnet_app"]
 vnet_app = typer.Typer(
     help="Create and manage virtual networks and their leases.", no_args_is_help=True
 )
+vnet_app.add_typer(overlay_app, name="overlay")
 
 
 VnetRef = Annotated[

@@ -8,6 +8,7 @@ every call in a deadline, so a driver may block on its outside system but never 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -20,6 +21,7 @@ __all__ = [
     "DeploySpec",
     "DiskSpec",
     "Driver",
+    "HostDefaults",
     "HostInfo",
     "InstanceInfo",
     "InstanceState",
@@ -53,6 +55,9 @@ class DiskSpec:
     type: str  # OS, CDROM, DATABLOCK
     persistent: bool  # linked, not cloned: the VM writes to the image itself
     readonly: bool = False
+    checksum: str = ""  # "sha256:<hex>" of the image file
+    #: a signed link to download the image from this zone (for clouds that import it)
+    url: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,9 @@ class DeploySpec:
     context: dict[str, bytes] | None = None
     #: a cold migration's source host, whose VM directory the target must take over
     source: HostInfo | None = None
+    #: on a catalogued cloud, the instance type the scheduler chose (cheapest that fits)
+    #: when the template names none; "" elsewhere
+    instance_type: str = ""
 
 
 class InstanceState(StrEnum):
@@ -134,6 +142,16 @@ class ProbeResult:
     instances: dict[str, InstanceInfo] = field(default_factory=dict)  # deploy_id -> info
 
 
+@dataclass(frozen=True)
+class HostDefaults:
+    """What a driver derives from a new host's options: a cloud's capacity is the sum of
+    its instance quotas, its labels say where and whose it is. The user's values win."""
+
+    cpu: float
+    memory: int  # MB
+    labels: dict[str, str] = field(default_factory=dict)
+
+
 class Driver(ABC):
     """A hypervisor (or cloud) driver and its host probe.
 
@@ -153,6 +171,11 @@ class Driver(ABC):
         reason = self.unsupported.get(operation)
         if reason is not None:
             raise Unsupported(f"the {self.name} driver cannot {operation}: {reason}")
+
+    def host_defaults(self, options: Mapping[str, Any]) -> HostDefaults | None:
+        """Capacity and labels implied by a new host's options (no I/O); None when the
+        driver implies none (hypervisors: give the capacity)."""
+        return None
 
     @abstractmethod
     async def probe(self, host: HostInfo) -> ProbeResult:

@@ -21,6 +21,7 @@ from stratus.model.errors import DriverError, DriverTimeout, HostUnreachable
 
 __all__ = [
     "FAILOVER_CODES",
+    "OFFERING_CODES",
     "CloudError",
     "CloudTimeout",
     "CloudUnreachable",
@@ -46,6 +47,18 @@ FAILOVER_CODES = frozenset(
         "InternalError",
         "EndpointConnectionError",
         "Timeout",
+    }
+)
+#: the failover codes that concern one instance type (the others, quotas, throttling and
+#: outages, concern the whole account or endpoint): only that offering cools down
+OFFERING_CODES = frozenset(
+    {
+        "InsufficientInstanceCapacity",
+        "InsufficientHostCapacity",
+        "InsufficientReservedInstanceCapacity",
+        "MaxSpotInstanceCountExceeded",
+        "Unsupported",
+        "InvalidInstanceType",
     }
 )
 

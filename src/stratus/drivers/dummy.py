@@ -9,6 +9,8 @@ switches in that file (`DummyWorld.set_fault`) or in the host's options:
     fail_<op>=yes          the operation fails (fail_deploy, fail_suspend...)
     refuse_<op>=CODE       it fails with that cloud error code, e.g.
                            refuse_deploy=InsufficientInstanceCapacity (failover)
+    refuse_types=T1,T2     deploys of those instance types (DeploySpec.instance_type) fail
+                           with InsufficientInstanceCapacity, as a cloud out of one type
     hang_<op>=yes          the operation never returns (the engine's deadline ends it)
     ignore_shutdown=yes    the guest ignores ACPI shutdown (graceful shutdown times out)
 """
@@ -262,6 +264,12 @@ class DummyDriver(Driver):
 
     async def deploy(self, host: HostInfo, spec: DeploySpec) -> InstanceInfo:
         await self._enter(host, "deploy")
+        refused_types = (self._switch(host, "refuse_types") or "").replace(",", " ").split()
+        if spec.instance_type and spec.instance_type in refused_types:
+            raise CloudError(
+                f"{host.name} has no capacity for {spec.instance_type} (simulated)",
+                code="InsufficientInstanceCapacity",
+            )
         existing = self.world.by_request(spec.request_id)
         if existing is not None:  # a retried request: never start a second instance
             if existing.state == "destroyed":

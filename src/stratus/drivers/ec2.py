@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,31 +27,32 @@ from botocore.exceptions import BotoCoreError, ClientError
 from stratus.drivers.base import (
     DeploySpec,
     Driver,
+    HostDefaults,
     HostInfo,
     InstanceInfo,
     InstanceState,
     ProbeResult,
 )
 from stratus.drivers.cloud_errors import CloudError, CloudTimeout
+from stratus.drivers.ec2_images import ensure_image
 from stratus.drivers.ec2_spec import (
     CHECKPOINT_PREFIX,
-    INSTANCE_TYPE_SIZES,
     TAG_HOST,
     TAG_REQUEST,
     TAG_VM,
     TypeSize,
     authorized_ports,
-    parse_capacity,
-    parse_type_sizes,
+    cloud_host_defaults,
     run_instances_request,
     security_group_name,
     security_group_refs,
     select_section,
     translate_error,
+    type_sizes,
 )
 from stratus.model.errors import InvalidInput, Unsupported
 
-__all__ = ["Ec2Driver", "parse_capacity"]
+__all__ = ["Ec2Driver"]
 
 _CONNECT_TIMEOUT = 5.0
 _READ_TIMEOUT = 30.0
@@ -172,23 +174,23 @@ class Ec2Driver(Driver):
 
     # -- probe -----------------------------------------------------------------------------
     def _sizes(self, host: HostInfo) -> dict[str, TypeSize]:
-        sizes = dict(INSTANCE_TYPE_SIZES)
-        if host.options.get("type_sizes"):
-            sizes.update(parse_type_sizes(str(host.options["type_sizes"])))
-        return sizes
+        return type_sizes(host.options)
+
+    def host_defaults(self, options: Mapping[str, Any]) -> HostDefaults:
+        """Capacity = the sum of the `capacity` quotas; labels PUBLIC_CLOUD, PROVIDER,
+        REGION, COUNTRY, INSTANCE_TYPES."""
+        if not options.get("region"):
+            raise InvalidInput("an ec2 host needs a region", hint="e.g. --region eu-west-1")
+        return cloud_host_defaults(options, "ec2")
 
     async def probe(self, host: HostInfo) -> ProbeResult:
         """Capacity from the quotas; instances = those tagged with this host's name."""
         sizes = self._sizes(host)
-        quotas = parse_capacity(str(host.options.get("capacity") or ""))
-        unknown = sorted(t for t in quotas if t not in sizes)
-        if unknown:
-            raise InvalidInput(
-                f"ec2 host {host.name}: unknown instance types {', '.join(unknown)}",
-                hint="give their sizes with the type_sizes option, e.g. x1.big=64:1048576",
-            )
-        cpu = sum(sizes[t].vcpu * n for t, n in quotas.items())
-        memory = sum(sizes[t].memory * n for t, n in quotas.items())
+        try:
+            defaults = self.host_defaults(host.options)
+        except InvalidInput as exc:
+            raise InvalidInput(f"ec2 host {host.name}: {exc.message}", hint=exc.hint) from exc
+        cpu, memory = defaults.cpu, defaults.memory
         found = await self._instances(host, [{"Name": f"tag:{TAG_HOST}", "Values": [host.name]}])
         instances: dict[str, InstanceInfo] = {}
         for raw in found:
@@ -196,12 +198,7 @@ class Ec2Driver(Driver):
             if info is not None:
                 instances[info.deploy_id] = info
         used = sum(i.memory_usage for i in instances.values() if i.state is InstanceState.RUNNING)
-        attributes = {
-            "PUBLIC_CLOUD": "YES",
-            "PROVIDER": "ec2",
-            "REGION": str(host.options["region"]),
-            "HYPERVISOR": "ec2",
-        }
+        attributes = {**defaults.labels, "HYPERVISOR": "ec2"}
         return ProbeResult(
             cpu=float(cpu),
             memory=memory,
@@ -241,6 +238,17 @@ class Ec2Driver(Driver):
         )
         return str(found[0]["InstanceId"]) if found else None
 
+    async def prepare(self, host: HostInfo, spec: DeploySpec) -> None:
+        """Without an AMI, import the VM's first disk image at the endpoint (a partner
+        zone) before the deploy, so PROLOG is where the transfer shows."""
+        section = select_section(spec.template, str(host.options.get("region") or ""))
+        if not section.get("AMI") and spec.disks and not spec.checkpoint:
+            await self._image_for(host, spec)
+
+    async def _image_for(self, host: HostInfo, spec: DeploySpec) -> str:
+        wait = float(host.options.get("image_timeout", 1800.0))
+        return await ensure_image(partial(self._call, host), spec.disks[0], timeout=wait)
+
     async def _run(self, host: HostInfo, spec: DeploySpec, section: dict[str, str]) -> str:
         names, group_ids = security_group_refs(section)
         if names:
@@ -251,8 +259,16 @@ class Ec2Driver(Driver):
         user_data = section.get("USERDATA") or None
         if spec.context and "user-data" in spec.context:
             user_data = spec.context["user-data"].decode()
+        image_id = None
+        if not section.get("AMI") and spec.disks:
+            image_id = await self._image_for(host, spec)
         request = run_instances_request(
-            section, spec, host, security_group_ids=group_ids, user_data=user_data
+            section,
+            spec,
+            host,
+            security_group_ids=group_ids,
+            user_data=user_data,
+            image_id=image_id,
         )
         reply = await self._call(host, "run_instances", **request)
         return str(reply["Instances"][0]["InstanceId"])

@@ -18,7 +18,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from stratus.drivers.base import DeploySpec, HostInfo
+from stratus.drivers.base import DeploySpec, HostDefaults, HostInfo
 from stratus.drivers.cloud_errors import CloudError, CloudTimeout, CloudUnreachable, scrub
 from stratus.model.errors import InvalidInput, StratusError
 from stratus.model.template import Template, vm_spec
@@ -26,17 +26,21 @@ from stratus.model.template import Template, vm_spec
 __all__ = [
     "CHECKPOINT_PREFIX",
     "INSTANCE_TYPE_SIZES",
+    "REGION_COUNTRIES",
     "TAG_HOST",
     "TAG_REQUEST",
     "TAG_VM",
     "TypeSize",
     "authorized_ports",
+    "cloud_host_defaults",
+    "instance_type",
     "parse_capacity",
     "parse_type_sizes",
     "run_instances_request",
     "security_group_name",
     "select_section",
     "translate_error",
+    "type_sizes",
 ]
 
 TAG_VM = "stratus:vm"  # the Stratus VM id
@@ -117,6 +121,52 @@ def parse_type_sizes(text: str) -> dict[str, TypeSize]:
     return sizes
 
 
+#: the country of each AWS region, for compliance rules such as COUNTRY = "IE"
+REGION_COUNTRIES: dict[str, str] = {
+    "us-east-1": "US", "us-east-2": "US", "us-west-1": "US", "us-west-2": "US",
+    "ca-central-1": "CA", "sa-east-1": "BR", "eu-west-1": "IE", "eu-west-2": "GB",
+    "eu-west-3": "FR", "eu-central-1": "DE", "eu-north-1": "SE", "eu-south-1": "IT",
+    "eu-south-2": "ES", "ap-northeast-1": "JP", "ap-northeast-2": "KR", "ap-south-1": "IN",
+    "ap-southeast-1": "SG", "ap-southeast-2": "AU",
+}  # fmt: skip
+
+
+def type_sizes(options: Mapping[str, Any]) -> dict[str, TypeSize]:
+    """The instance type sizes a host knows: the built-in table and its `type_sizes`."""
+    sizes = dict(INSTANCE_TYPE_SIZES)
+    if options.get("type_sizes"):
+        sizes.update(parse_type_sizes(str(options["type_sizes"])))
+    return sizes
+
+
+def cloud_host_defaults(options: Mapping[str, Any], provider: str) -> HostDefaults:
+    """A cloud host's capacity (the sum of its quotas) and labels (PUBLIC_CLOUD, PROVIDER,
+    REGION, COUNTRY when known, INSTANCE_TYPES = its quotas), from its options."""
+    quotas = parse_capacity(str(options.get("capacity") or ""))
+    sizes = type_sizes(options)
+    unknown = sorted(t for t in quotas if t not in sizes)
+    if unknown:
+        raise InvalidInput(
+            f"unknown instance types {', '.join(unknown)} in the capacity",
+            hint="give their sizes with the type_sizes option, e.g. x1.big=64:1048576",
+        )
+    labels = {
+        "PUBLIC_CLOUD": "YES",
+        "PROVIDER": provider,
+        "INSTANCE_TYPES": ",".join(f"{name}={count}" for name, count in quotas.items()),
+    }
+    region = str(options.get("region") or "")
+    if region:
+        labels["REGION"] = region
+        if region in REGION_COUNTRIES:
+            labels["COUNTRY"] = REGION_COUNTRIES[region]
+    return HostDefaults(
+        cpu=float(sum(sizes[t].vcpu * n for t, n in quotas.items())),
+        memory=sum(sizes[t].memory * n for t, n in quotas.items()),
+        labels=labels,
+    )
+
+
 def select_section(template: Mapping[str, Any], region: str | None) -> dict[str, str]:
     """The template's EC2 section for this host: the first ec2 section whose REGION (or
     PROVIDER) names the host's region, else the first ec2 section."""
@@ -188,11 +238,15 @@ def run_instances_request(
     *,
     security_group_ids: Iterable[str],
     user_data: str | None,
+    image_id: str | None = None,
 ) -> dict[str, Any]:
-    """The RunInstances arguments for one VM (ClientToken = the deploy's request id)."""
+    """The RunInstances arguments for one VM (ClientToken = the deploy's request id).
+
+    `image_id`: the AMI when the section names none (an image transferred to a zone).
+    """
     request: dict[str, Any] = {
-        "ImageId": _required(section, "AMI", "ami-..."),
-        "InstanceType": _required(section, "INSTANCETYPE", "m1.small"),
+        "ImageId": image_id or _required(section, "AMI", "ami-..."),
+        "InstanceType": instance_type(section, spec, host),
         "MinCount": 1,
         "MaxCount": 1,
         "ClientToken": spec.request_id[:64],  # the API's limit; request ids are short
@@ -212,6 +266,34 @@ def run_instances_request(
     if user_data:
         request["UserData"] = user_data  # boto3 base64-encodes it
     return request
+
+
+def instance_type(section: Mapping[str, str], spec: DeploySpec, host: HostInfo) -> str:
+    """The section's INSTANCETYPE, else the scheduler's choice (the catalogue's cheapest
+    that fits), else the smallest type of the host's quotas that fits VCPU and MEMORY."""
+    named = section.get("INSTANCETYPE", "").strip() or spec.instance_type
+    if named:
+        return named
+    sizes = type_sizes(host.options)
+    quotas = (
+        parse_capacity(str(host.options.get("capacity") or ""))
+        if "capacity" in host.options
+        else {}
+    )
+    fitting = sorted(
+        (sizes[name].memory, sizes[name].vcpu, name)
+        for name in quotas
+        if name in sizes
+        and sizes[name].vcpu >= max(spec.vcpu, spec.cpu)
+        and sizes[name].memory >= spec.memory
+    )
+    if not fitting:
+        raise InvalidInput(
+            f"no instance type of host {host.name} fits VCPU {spec.vcpu} and MEMORY"
+            f" {spec.memory} MB",
+            hint="name one with INSTANCETYPE in the EC2 section, or give the host a bigger type",
+        )
+    return fitting[0][2]
 
 
 def translate_error(exc: BaseException, action: str, secrets: Iterable[str] = ()) -> StratusError:

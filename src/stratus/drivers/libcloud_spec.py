@@ -286,6 +286,7 @@ def create_arguments(
         "image": image,
         "size": section.get("SIZE")
         or section.get("INSTANCETYPE")
+        or spec.instance_type
         or _pick_size(cfg.capacity, spec),
     }
     tag_arg = next((a for a in ("ex_metadata", "ex_tags") if a in accepted), None)

@@ -34,6 +34,7 @@ from stratus.drivers.base import (
     ProbeResult,
 )
 from stratus.drivers.hostprobe import read_figures
+from stratus.drivers.metadata_proxy import metadata_socket_path, relay_command
 from stratus.drivers.qemu_argv import incoming_from_file
 from stratus.drivers.qemu_host import (
     AccelInfo,
@@ -138,7 +139,8 @@ class QemuDriver(Driver):
         staged = await stage(place, spec)
         if source is not None:
             await rebase_clones(place.access, place.ds, place.vm_dir(spec.vm_id), spec.disks)
-        launch = launch_for(spec, staged, new_deploy_id(spec.vm_id), place, launcher.accel)
+        relay = self._metadata_relay(place, spec.vm_id)
+        launch = launch_for(spec, staged, new_deploy_id(spec.vm_id), place, launcher.accel, relay)
         checkpoint = self._checkpoint_path(place, spec)
         live = await launcher.start(launch, spec.request_id, checkpoint=checkpoint)
         if checkpoint:
@@ -146,6 +148,14 @@ class QemuDriver(Driver):
         if source is not None:
             await remove_vm_dir(source.access, source.vm_dir(spec.vm_id))
         return await self._info(place, live)
+
+    def _metadata_relay(self, place: Place, vm_id: int) -> str | None:
+        """The metadata relay of a user-networked VM: only on this machine, where the
+        daemon's metadata socket is, and only while it serves."""
+        socket_path = metadata_socket_path(self.data_dir)
+        if not place.access.is_local or not socket_path.exists():
+            return None
+        return relay_command(socket_path, vm_id)
 
     async def _take_over(self, host: HostInfo, place: Place, vm_id: int) -> Place | None:
         """Cold migration: copy the VM directory from the source host unless both see the

@@ -14,6 +14,7 @@ import shlex
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from stratus.drivers.metadata_proxy import METADATA_ADDRESS
 from stratus.model.errors import InvalidInput
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "incoming_from_file",
     "launch_from_dict",
     "launch_to_dict",
+    "metadata_address",
     "usernet_forwards",
 ]
 
@@ -60,6 +62,9 @@ class Nic:
     ports: tuple[int, ...] = ()
     tap: str | None = None  # bridge networking: the tap device QEMU opens
     bridge: str | None = None  # bridge networking: the bridge the tap is put on
+    #: user networking: the command QEMU runs for each guest connection to the metadata
+    #: address (`metadata_address`), relaying it to the daemon's metadata service
+    metadata_relay: str | None = None
 
 
 @dataclass(frozen=True)
@@ -160,7 +165,37 @@ def _user_net_opts(nic: Nic) -> str:
     guest = nic.ip or ""
     for guest_port in nic.ports:
         opts += f",hostfwd=tcp:127.0.0.1:0-{guest}:{guest_port}"
+    address = metadata_address(nic) if nic.metadata_relay else None
+    if address and nic.metadata_relay:
+        opts += f",guestfwd=tcp:{address}:80-cmd:{_opt(nic.metadata_relay)}"
     return opts
+
+
+def metadata_address(nic: Nic) -> str | None:
+    """Where a user-networked guest reaches the metadata service: 169.254.169.254 when the
+    network holds it (e.g. 169.254.0.0/16), else the network's highest host address that is
+    neither the gateway, QEMU's DNS (.3) nor the guest's own; None without a network.
+
+    libslirp refuses a guest forward to an address outside the user network (QEMU says
+    "Conflicting/invalid host:port in guest forwarding rule"), so EC2's address itself is
+    reachable only on a user network that contains it.
+    """
+    if not (nic.network_address and nic.mask):
+        return None
+    try:
+        net = ipaddress.IPv4Network(f"{nic.network_address}/{nic.mask}", strict=False)
+    except ValueError:
+        return None
+    ec2 = ipaddress.IPv4Address(METADATA_ADDRESS)
+    if ec2 in net and ec2 not in (net.network_address, net.broadcast_address):
+        return METADATA_ADDRESS
+    taken = {nic.gateway, nic.ip, str(net.network_address + 3)}
+    last = int(net.broadcast_address) - 1
+    for value in range(last, max(last - 8, int(net.network_address)), -1):
+        candidate = str(ipaddress.IPv4Address(value))
+        if candidate not in taken:
+            return candidate
+    return None
 
 
 def _opt(value: str) -> str:

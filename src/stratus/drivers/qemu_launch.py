@@ -73,9 +73,15 @@ class Incoming:
 
 
 def launch_for(
-    spec: DeploySpec, staged: Staged, deploy_id: str, place: Place, accel: str
+    spec: DeploySpec,
+    staged: Staged,
+    deploy_id: str,
+    place: Place,
+    accel: str,
+    metadata_relay: str | None = None,
 ) -> Launch:
-    """The Launch of a new instance of `spec` on `place`."""
+    """The Launch of a new instance of `spec` on `place`; user NICs get `metadata_relay`
+    (the command relaying guest connections to the metadata service) when given."""
     nics = tuple(
         Nic(
             index=nic.index,
@@ -88,6 +94,7 @@ def launch_for(
             ports=tuple(nic.ports),
             tap=tap_name(spec.vm_id, nic.index) if nic.driver == "bridge" else None,
             bridge=nic.bridge,
+            metadata_relay=metadata_relay if nic.driver == "user" else None,
         )
         for nic in spec.nics
     )

@@ -38,3 +38,8 @@ class EngineConfig:
     #: seconds a host stays out of placements after a cloud refused a deploy on it for
     #: capacity or quota (InsufficientInstanceCapacity...): the VM fails over meanwhile
     failover_cooldown: float = 300.0
+    #: this daemon's API URL as partner zones reach it: they download the images of VMs
+    #: that burst to them from signed links under it; None = no image follows a VM
+    public_url: str | None = None
+    #: the availability zone the metadata service reports for VMs whose METADATA names none
+    availability_zone: str = "stratus-1a"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from stratus.drivers.cloud_errors import OFFERING_CODES
 from stratus.engine.batcher import ChangeBatcher
 from stratus.engine.config import EngineConfig
 from stratus.engine.cooldowns import Cooldowns
@@ -19,10 +20,13 @@ from stratus.engine.dispatch import Dispatcher
 from stratus.engine.drivers import DriverSet
 from stratus.engine.guest import read_console, report_ready
 from stratus.engine.hostcache import HostCache
+from stratus.engine.image_links import ImageLinks
 from stratus.engine.images import ImageService
+from stratus.engine.metadata import MetadataService
 from stratus.engine.monitor import Monitor
 from stratus.engine.networks import NetworkService
 from stratus.engine.operations import build_vms, check_driver, host_change, operation_change
+from stratus.engine.overlays import OverlayService
 from stratus.engine.resources import ResourceResolver
 from stratus.engine.runner import DbRunner
 from stratus.engine.saveas import save_disk_as
@@ -65,9 +69,18 @@ class Engine:
         self.images = ImageService(store, data_dir)
         self.networks = NetworkService(store)
         self.cooldowns = Cooldowns(self.config.failover_cooldown)
+        self.overlays = OverlayService(store, self.drivers.secrets)
+        self.image_links = ImageLinks(data_dir)
         self.resources = ResourceResolver(
-            store, data_dir, self.config.api_port, self.config.guest_url
+            store,
+            data_dir,
+            self.config.api_port,
+            self.config.guest_url,
+            overlays=self.overlays,
+            links=self.image_links,
+            public_url=self.config.public_url,
         )
+        self.metadata = MetadataService(self.db, data_dir, self.config.availability_zone)
         self._tasks: list[asyncio.Task[None]] = []
         self._batcher: ChangeBatcher | None = None
         self.dispatcher: Dispatcher | None = None
@@ -77,6 +90,7 @@ class Engine:
     # -- lifecycle of the engine itself ------------------------------------------------
     async def start(self) -> None:
         await self.images.start()  # imports a crash interrupted end in ERROR
+        await self.metadata.start()  # the instance metadata service (169.254.169.254)
         batcher = ChangeBatcher(self.db, self.config.batch_window)
         hosts = HostCache(self.db, max_age=min(self.config.monitor_interval, 5.0))
         dispatcher = Dispatcher(
@@ -87,6 +101,7 @@ class Engine:
             hosts,
             on_change=self._after_step,
             resolver=self.resources,
+            before_boot=self.metadata.before_boot,
         )
         scheduler = SchedulerLoop(
             self.db,
@@ -115,10 +130,15 @@ class Engine:
         log.info("engine started")
 
     def _after_step(self, vm: Vm) -> None:
-        """A VM a cloud refused went back to PENDING: cool that host down, place it again."""
+        """A VM a cloud refused went back to PENDING: cool that host down (or only the
+        instance type, when the refusal concerns it), and place the VM again. A VM that
+        ended leaves its overlay hubs."""
+        self.overlays.after_step(vm)
         failover = vm.info.get("failover")
         if vm.state is VmState.PENDING and isinstance(failover, dict):
-            self.cooldowns.add(int(failover["host_id"]), None, str(failover["reason"]))
+            code, offering = str(failover["reason"]), failover.get("offering")
+            only = str(offering) if offering and code in OFFERING_CODES else None
+            self.cooldowns.add(int(failover["host_id"]), only, code)
             if self.scheduler:
                 self.scheduler.wake()
 
@@ -134,6 +154,8 @@ class Engine:
         if self._batcher:
             await self._batcher.stop()
         await self.images.stop()
+        await self.overlays.stop()
+        await self.metadata.stop()
         await self.drivers.close()
         self.db.close()
         log.info("engine stopped")
@@ -204,16 +226,30 @@ class Engine:
         name: str,
         driver: str,
         *,
-        cpu: float,
-        memory: int,
+        cpu: float | None,
+        memory: int | None,
         labels: dict[str, str],
         options: dict[str, Any],
         secrets: dict[str, str] | None = None,
     ) -> Host:
-        """Add a host; `secrets` (its credentials) are sealed before they reach the store."""
+        """Add a host; `secrets` (its credentials) are sealed before they reach the store.
+
+        A cloud driver derives the capacity (when not given) and labels from the options
+        (`Driver.host_defaults`); the labels given win over derived ones.
+        """
         check_driver(driver)
         check_no_secret_options(options)
         sealed = self.drivers.secrets.seal(check_secrets(secrets or {}))
+        labels = {k.upper(): str(v) for k, v in labels.items()}
+        defaults = self.drivers.get(driver).host_defaults(options)
+        if defaults is not None:
+            cpu = defaults.cpu if cpu is None else cpu
+            memory = defaults.memory if memory is None else memory
+            labels = {**defaults.labels, **labels}
+        if cpu is None or memory is None:
+            raise InvalidInput(
+                f"a {driver} host needs its capacity", hint="give --cpu and --memory"
+            )
         if cpu <= 0 or memory <= 0:
             raise InvalidInput("a host needs a positive CPU count and memory size")
         reserved = sorted({"cpu", "memory"} & {k.lower() for k in options})
@@ -222,7 +258,6 @@ class Engine:
                 f"option {reserved[0]!r} is the host's capacity",
                 hint="give the capacity with --cpu and --memory, not as an option",
             )
-        labels = {k.upper(): str(v) for k, v in labels.items()}
         options = {**options, "cpu": cpu, "memory": memory}  # what the dummy host reports
         host = await self.db.call(
             self.store.add_host, name, driver, cpu, memory, labels, options, sealed

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
+from stratus.drivers.base import NicSpec
 from stratus.engine.batcher import ChangeBatcher
 from stratus.engine.config import EngineConfig
 from stratus.engine.drivers import DriverSet
@@ -26,6 +27,9 @@ from stratus.model.records import Host, Vm
 from stratus.store import VmChange
 
 __all__ = ["Dispatcher"]
+
+#: called before an instance boots on a host with the NICs it gets (metadata proxies)
+BeforeBoot = Callable[[Host, tuple[NicSpec, ...]], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 _IDLE_POLL = 1.0
@@ -42,9 +46,11 @@ class Dispatcher:
         hosts: HostCache,
         on_change: Callable[[Vm], None] = lambda vm: None,
         resolver: ResourceResolver | None = None,
+        before_boot: BeforeBoot | None = None,
     ) -> None:
         self._db = db
         self._resolver = resolver
+        self._before_boot = before_boot
         self._batcher = batcher
         self._drivers = drivers
         self._config = config
@@ -134,6 +140,9 @@ class Dispatcher:
             if self._resolver is not None and vm.state in _DEPLOY_STATES:
                 resources = await self._db.call(self._resolver.resolve, vm)
                 ctx = dataclasses.replace(ctx, resources=resources)
+                boots_on = target if vm.state is VmState.MIGRATING else host
+                if self._before_boot is not None and boots_on and vm.state is not VmState.PROLOG:
+                    await self._before_boot(boots_on, resources.nics)
         except StratusError as exc:  # the host's driver cannot be loaded, an image is gone...
             return VmChange(vm.id, vm.version, VmState.FAILED, str(exc), failed_state=vm.state)
         return await run_step(vm, ctx)

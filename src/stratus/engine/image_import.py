@@ -74,6 +74,7 @@ class ImportJob:
     directory: Path  # <datastore>/<image id>
     cancel: threading.Event = field(default_factory=threading.Event)
     cancel_reason: str = "import cancelled"
+    expected_checksum: str | None = None  # "sha256:<hex>" the fetched content must have
 
     def stop(self, reason: str) -> None:
         """Ask the import to stop at its next block; the image goes to ERROR with `reason`."""
@@ -232,6 +233,12 @@ def run_import(
         reporter.phase(f"copying from {job.shown}", 0.0)
         incoming = job.directory / _INCOMING
         fetched = _fetch(job, incoming, limits, reporter, transport)
+        if job.expected_checksum and fetched.checksum != job.expected_checksum:
+            raise InvalidInput(
+                f"{job.shown} has checksum {fetched.checksum}, not the expected"
+                f" {job.expected_checksum}",
+                hint="the file changed or was damaged on the way: register it again",
+            )
         reporter.phase("checking the image's content", 1.0)
         facts = check_image(
             incoming, job.image_type, label=job.shown, timeout=limits.inspect_timeout

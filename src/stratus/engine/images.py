@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
@@ -38,6 +39,7 @@ INTERRUPTED = "import interrupted by a restart; delete it and register again"
 SHUT_DOWN = "import interrupted by a shutdown of the daemon; delete it and register again"
 _STOP_WAIT = 30.0  # seconds stop() waits for imports to notice they must stop
 _PERSISTENT_TYPES = (ImageType.OS, ImageType.DATABLOCK)
+_CHECKSUM = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class ImageService:
@@ -100,9 +102,18 @@ class ImageService:
         persistent: bool = False,
         fmt: str | None = None,
         description: str = "",
+        checksum: str | None = None,
     ) -> Image:
-        """Store a LOCKED image and start importing it; InvalidInput for a bad request."""
+        """Store a LOCKED image and start importing it; InvalidInput for a bad request.
+
+        `checksum` ("sha256:<hex>"): the content must have it, else the import fails.
+        """
         check_conversion(image_type, fmt)
+        if checksum is not None and not _CHECKSUM.fullmatch(checksum):
+            raise InvalidInput(
+                f"checksum {checksum!r} is not sha256:<64 hex digits>",
+                hint="e.g. sha256:$(sha256sum FILE | cut -c1-64)",
+            )
         usage = "stratus image register NAME --path /absolute/path | --url https://..."
         if path is not None and url is not None:
             raise InvalidInput("give the image's path or its URL, not both", hint=usage)
@@ -144,6 +155,7 @@ class ImageService:
             is_url=url is not None,
             convert_to=fmt,
             directory=image_directory(self.datastore, image.id),
+            expected_checksum=checksum,
         )
         self._launch(job)
         return image

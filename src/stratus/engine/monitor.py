@@ -11,11 +11,11 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from stratus.drivers.base import InstanceState, ProbeResult
+from stratus.drivers.base import InstanceInfo, InstanceState, ProbeResult
 from stratus.engine.batcher import ChangeBatcher
 from stratus.engine.config import EngineConfig
 from stratus.engine.drivers import DriverSet, with_deadline
@@ -31,6 +31,7 @@ __all__ = ["Monitor"]
 
 log = logging.getLogger(__name__)
 _TICK = 0.5
+_DEPLOYING = (VmState.PROLOG, VmState.BOOT, VmState.MIGRATING)
 _PROBES_AT_ONCE = 16  # spreads a round of probes instead of running hundreds at once
 
 
@@ -118,6 +119,14 @@ class Monitor:
         state = previous = host.state
         if state in (HostState.INIT, HostState.ERROR):
             state = HostState.MONITORED
+        vms = await self._db.call(self._db.store.vms_on_host, host.id)
+        orphans = _orphans(vms, result.instances)
+        known = host.monitoring.get("ORPHANS") or []
+        for deploy_id in orphans:
+            if deploy_id not in known:
+                log.warning(
+                    "host %s runs instance %s that Stratus did not make", host.name, deploy_id
+                )
         monitoring: dict[str, Any] = {
             **result.attributes,
             "CPU": result.cpu,
@@ -125,6 +134,7 @@ class Monitor:
             "FREE_MEMORY_MEASURED": result.free_memory,
             "LOAD": result.load,
             "INSTANCES": len(result.instances),
+            "ORPHANS": orphans,
         }
         reason = "" if state is HostState.MONITORED else host.reason
         host = await self._db.call(
@@ -140,7 +150,7 @@ class Monitor:
         if state is not previous:
             log.info("host %s is %s", host.name, state)
             self._on_host_change()
-        await self._reconcile(host, result, started)
+        await self._reconcile(host, vms, result, started)
 
     async def _host_lost(self, host: Host, error: str) -> None:
         if host.state is not HostState.ERROR or host.reason != error:
@@ -160,9 +170,10 @@ class Monitor:
             if vm.state is VmState.RUNNING and vm.action is None and vm.host_id == host.id:
                 await self._change(vm, VmState.UNKNOWN, why)
 
-    async def _reconcile(self, host: Host, result: ProbeResult, started: datetime) -> None:
+    async def _reconcile(
+        self, host: Host, vms: list[Vm], result: ProbeResult, started: datetime
+    ) -> None:
         """Compare the VMs on the host with its instances (only VMs older than the probe)."""
-        vms = await self._db.call(self._db.store.vms_on_host, host.id)
         for vm in vms:
             if vm.host_id != host.id or vm.action is not None or self._busy(vm.id):
                 continue
@@ -188,3 +199,21 @@ class Monitor:
     async def _change(self, vm: Vm, state: VmState, reason: str, **fields: Any) -> None:
         with contextlib.suppress(Conflict):  # it moved on meanwhile: the next probe looks again
             await self._batcher.apply(VmChange(vm.id, vm.version, state, reason, **fields))
+
+
+def _orphans(vms: list[Vm], instances: Mapping[str, InstanceInfo]) -> list[str]:
+    """Instances on the host that no VM of Stratus owns: not a VM's deploy id, and not
+    tagged with (extra "vm_id") a VM placed there. An untagged one is not called an orphan
+    while a VM on the host is being deployed: it may be that VM's, not yet recorded."""
+    known = {vm.deploy_id for vm in vms if vm.deploy_id}
+    placed = {str(vm.id) for vm in vms}
+    deploying = any(vm.deploy_id is None and vm.state in _DEPLOYING for vm in vms)
+    orphans = []
+    for deploy_id, info in instances.items():
+        tag = info.extra.get("vm_id")
+        if deploy_id in known or (tag is not None and str(tag) in placed):
+            continue
+        if tag is None and deploying:
+            continue
+        orphans.append(deploy_id)
+    return sorted(orphans)

@@ -12,12 +12,13 @@ from typing import Any
 from stratus.drivers.registry import load_driver_class
 from stratus.engine.drivers import DriverSet
 from stratus.engine.runner import DbRunner
+from stratus.model.ec2ids import InstanceMetadata
 from stratus.model.errors import Conflict, InvalidInput, StratusError
 from stratus.model.expr import parse_expression
 from stratus.model.lifecycle import Action, Operation, RecoverMode, VmState, plan_operation
 from stratus.model.records import Host, HostState, Vm
 from stratus.model.resources import ResourceRequests, resource_requests
-from stratus.model.template import parse_template, vm_spec
+from stratus.model.template import Template, parse_template, vm_spec
 from stratus.store import NewVm, VmChange
 
 __all__ = ["Submission", "build_vms", "host_change", "operation_change"]
@@ -50,6 +51,7 @@ def build_vms(text: str, *, fmt: str, hold: bool, count: int) -> Submission:
     template = parse_template(text, format=fmt)
     spec = vm_spec(template)
     requests = resource_requests(spec)
+    InstanceMetadata.from_section(_single_section(template, "METADATA"))  # USER_DATA base64
     for attr, expression in (("SCHED_REQUIREMENTS", spec.requirements), ("SCHED_RANK", spec.rank)):
         if expression:
             try:
@@ -156,3 +158,9 @@ def host_change(host: Host, op: str) -> tuple[HostState, str]:
 def check_driver(name: str) -> None:
     """Fail at once, with the known names, for a driver that does not exist."""
     load_driver_class(name)
+
+
+def _single_section(template: Template, name: str) -> dict[str, str] | None:
+    """A vector attribute given once (vm_spec checked the shape), None when absent."""
+    vectors = template.vectors(name)
+    return dict(vectors[0]) if vectors else None

@@ -9,8 +9,11 @@ from pathlib import Path
 
 from stratus.drivers.base import BootSpec, DiskSpec, NicSpec
 from stratus.engine.guest import GuestTokens
+from stratus.engine.image_links import ImageLinks
+from stratus.engine.overlays import OverlayService
 from stratus.model.context import ContextNic, ContextVm, build_context
 from stratus.model.errors import InvalidInput
+from stratus.model.overlay import GuestTunnel, with_tunnels
 from stratus.model.records import Vm
 from stratus.model.resources import FILES_USE, INITRD_USE, KERNEL_USE, resource_requests
 from stratus.model.template import Template, vm_spec
@@ -40,9 +43,20 @@ class ResourceResolver:
     """Reads a VM's images and leases and builds its deploy inputs (in a worker thread)."""
 
     def __init__(
-        self, store: Store, data_dir: Path, api_port: int | None, guest_url: str | None = None
+        self,
+        store: Store,
+        data_dir: Path,
+        api_port: int | None,
+        guest_url: str | None = None,
+        *,
+        overlays: OverlayService | None = None,
+        links: ImageLinks | None = None,
+        public_url: str | None = None,
     ) -> None:
         self._store = store
+        self._links = links  # signed image links for partner zones, under public_url
+        self._public_url = public_url
+        self._overlays = overlays  # tunnels for VMs placed outside the site
         self.tokens = GuestTokens(data_dir)
         self._api_port = api_port
         self._configured_url = guest_url
@@ -65,6 +79,10 @@ class ResourceResolver:
                 type=use.type,
                 persistent=use.persistent,
                 readonly=use.type == "CDROM",
+                checksum=use.checksum,
+                url=self._links.url_for(self._public_url, use.image_id)
+                if self._links and self._public_url
+                else "",
             )
             for use in uses
             if use.index >= 0
@@ -96,14 +114,20 @@ class ResourceResolver:
                 initrd=initrd.path if initrd else None,
                 cmdline=requests.cmdline,
             )
+        tunnels = self._overlays.deploy_tunnels(vm, leases) if self._overlays else []
         context = None
-        if "CONTEXT" in template:
+        if "CONTEXT" in template or tunnels:
             files = [use for index, use in sorted(by_index.items()) if index <= FILES_USE]
-            context = self._context(vm, dict(spec.context), nics, files)
+            context = self._context(vm, dict(spec.context), nics, files, tunnels)
         return VmResources(disks=disks, nics=nics, boot=boot, context=context)
 
     def _context(
-        self, vm: Vm, section: dict[str, str], nics: tuple[NicSpec, ...], files: list[ImageUse]
+        self,
+        vm: Vm,
+        section: dict[str, str],
+        nics: tuple[NicSpec, ...],
+        files: list[ImageUse],
+        tunnels: list[GuestTunnel],
     ) -> dict[str, bytes]:
         section.pop("FILES", None)
         context_nics = [
@@ -143,7 +167,7 @@ class ResourceResolver:
             token=self.tokens.token_for(vm.id),
             stratus_url=self._guest_url(nics),
         )
-        out = built.files()
+        out = with_tunnels(built, tunnels).files()
         out.setdefault(INIT_SCRIPT, _init_script())
         for use in files:
             out[Path(use.path).name if use.name in out else use.name] = _read_limited(use)

@@ -3,6 +3,11 @@
 Placed VMs go to PROLOG on their host (or, for a resched, MIGRATING to the new host);
 unplaced ones keep the plan's reason, shown by `vm show`. A VM that has waited longer
 than the pending timeout fails with that reason.
+
+A VM placed on a catalogued cloud keeps its instance type and price in `info` ("offering",
+"price_per_hour"): the driver runs that type when the template names none, and each cycle
+adds up those prices into the spend per provider (for the budgets) and counts the types
+per host (for the per-type quotas).
 """
 
 from __future__ import annotations
@@ -72,7 +77,8 @@ class SchedulerLoop:
         pending = [_pending(vm) for vm in vms]
         snapshot = HostSnapshot.from_hosts(hosts)
         cooling = self._cooldowns.active() if self._cooldowns else []
-        work = functools.partial(plan, unavailable=cooling)
+        spend, type_usage = await self._cloud_usage(hosts)
+        work = functools.partial(plan, unavailable=cooling, spend=spend, type_usage=type_usage)
         result = await asyncio.to_thread(work, pending, snapshot, self._config.scheduler)
         planned = time.perf_counter()
         vm_by_id = {vm.id: vm for vm in vms}
@@ -94,6 +100,27 @@ class SchedulerLoop:
             log.info("placed %d of %d pending VMs", placed, len(vms))
         return placed
 
+    async def _cloud_usage(
+        self, hosts: list[Host]
+    ) -> tuple[dict[str, float], dict[int, dict[str, int]]]:
+        """(spend per provider in USD/h, instance types per host) of the VMs on public hosts."""
+        public = {h.id: h for h in hosts if _attribute(h, "PUBLIC_CLOUD") == "YES"}
+        spend: dict[str, float] = {}
+        usage: dict[int, dict[str, int]] = {}
+        if not public:
+            return spend, usage
+        for host_id, info in await self._db.call(self._db.store.placed_info, list(public)):
+            host = public[host_id]
+            provider = _attribute(host, "PROVIDER") or host.driver
+            price = info.get("price_per_hour")
+            if isinstance(price, int | float):
+                spend[provider] = spend.get(provider, 0.0) + float(price)
+            offering = info.get("offering")
+            if isinstance(offering, str) and offering:
+                types = usage.setdefault(host_id, {})
+                types[offering] = types.get(offering, 0) + 1
+        return spend, usage
+
     def _placement_change(self, vm: Vm, placement: Placement, hosts: dict[int, Host]) -> VmChange:
         host = hosts[placement.host_id]
         if vm.state is VmState.RUNNING:  # resched: move it to the better host
@@ -109,6 +136,11 @@ class SchedulerLoop:
                 resched=False,
                 bump_op_seq=True,
             )
+        info = {k: v for k, v in vm.info.items() if k not in ("offering", "price_per_hour")}
+        if placement.offering:
+            info["offering"] = placement.offering
+        if placement.price_per_hour:
+            info["price_per_hour"] = placement.price_per_hour
         return VmChange(
             vm.id,
             vm.version,
@@ -116,6 +148,7 @@ class SchedulerLoop:
             placement.reason,
             action=Action.DEPLOY,
             host_id=host.id,
+            info=info,
             bump_op_seq=True,
             open_history=(host.id, placement.reason),
         )
@@ -147,6 +180,12 @@ class SchedulerLoop:
             await self._db.call(self._db.store.set_vm_reasons, changed)
         if expired:
             await self._db.call(self._db.store.apply, expired)
+
+
+def _attribute(host: Host, name: str) -> str | None:
+    """A host's label, else what its probe reported (as the scheduler's snapshot reads it)."""
+    value = host.labels.get(name, host.monitoring.get(name))
+    return None if value is None else str(value)
 
 
 def _pending(vm: Vm) -> PendingVm:

@@ -26,6 +26,8 @@ A = Action
 S = VmState
 _HARD = {A.TERMINATE_HARD, A.POWEROFF_HARD, A.UNDEPLOY_HARD}
 _BEST_EFFORT = {A.DELETE, A.RECREATE}
+#: what the scheduler and failover wrote in a VM's info, kept when a driver reports
+PLACEMENT_INFO = ("offering", "price_per_hour", "failovers")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ def _spec(
         boot=resources.boot,
         context=resources.context,
         source=source,
+        instance_type=str(vm.info.get("offering") or ""),
     )
 
 
@@ -116,7 +119,8 @@ def _failover(vm: Vm, exc: StratusError) -> VmChange | None:
         return None
     code = str(details.get("cloud_error") or type(exc).__name__)
     reason = f"{vm.host_name or 'the host'} refused the deploy ({code}): re-queued"
-    info = {**vm.info, "failovers": count, "failover": {"host_id": vm.host_id, "reason": code}}
+    refused = {"host_id": vm.host_id, "reason": code, "offering": vm.info.get("offering")}
+    info = {**vm.info, "failovers": count, "failover": refused}
     return _change(
         vm,
         S.PENDING,
@@ -151,6 +155,7 @@ async def _boot(vm: Vm, ctx: StepContext) -> VmChange:
 
 def _running(vm: Vm, info: InstanceInfo, reason: str, **fields: object) -> VmChange:
     report = {"address": info.address, **info.extra} if info.address else dict(info.extra)
+    report.update({key: vm.info[key] for key in PLACEMENT_INFO if key in vm.info})
     return _change(
         vm,
         S.RUNNING,

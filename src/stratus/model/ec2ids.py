@@ -19,16 +19,26 @@ from stratus.model.errors import InvalidInput
 from stratus.model.lifecycle import Action, VmState
 
 __all__ = [
+    "RESOURCE_TYPES",
     "InstanceMetadata",
+    "allocation_id",
     "ami_id",
+    "association_id",
     "ec2_state",
+    "group_id",
     "image_id_of",
     "instance_id",
+    "kernel_id",
+    "key_pair_id",
+    "number_of",
+    "ramdisk_id",
+    "resource_type",
     "vm_id_of",
 ]
 
 _INSTANCE = re.compile(r"i-([0-9a-f]{8}|[0-9a-f]{17})")
 _IMAGE = re.compile(r"ami-([0-9a-f]{8}|[0-9a-f]{17})")
+_HTTP_TOKENS = ("", "optional", "required")
 
 
 def instance_id(vm_id: int) -> str:
@@ -53,6 +63,60 @@ def image_id_of(ami: str) -> int:
     if match is None:
         raise InvalidInput(f"{ami!r} is not an image id (ami- and 8 or 17 hex digits)")
     return int(match.group(1), 16)
+
+
+def kernel_id(image_id: int) -> str:
+    """The EC2 name of a KERNEL image (RegisterImage's KernelId)."""
+    return f"aki-{image_id:08x}"
+
+
+def ramdisk_id(image_id: int) -> str:
+    """The EC2 name of a RAMDISK image (RegisterImage's RamdiskId)."""
+    return f"ari-{image_id:08x}"
+
+
+def group_id(number: int) -> str:
+    return f"sg-{number:017x}"
+
+
+def key_pair_id(number: int) -> str:
+    return f"key-{number:017x}"
+
+
+def allocation_id(number: int) -> str:
+    return f"eipalloc-{number:017x}"
+
+
+def association_id(number: int) -> str:
+    """An address's association: one per address at a time, so named after the address."""
+    return f"eipassoc-{number:017x}"
+
+
+#: id prefix -> EC2 resource type (DescribeTags' resource-type)
+RESOURCE_TYPES = {
+    "i": "instance",
+    "ami": "image",
+    "aki": "image",
+    "ari": "image",
+    "sg": "security-group",
+    "eipalloc": "elastic-ip",
+    "key": "key-pair",
+}
+_NUMBERED = re.compile(r"([a-z]+)-([0-9a-f]{8}|[0-9a-f]{17})")
+
+
+def number_of(prefix: str, text: str) -> int:
+    """The number in an id of the `prefix` kind ("sg", "key"...); InvalidInput naming it."""
+    match = _NUMBERED.fullmatch(text)
+    if match is None or match.group(1) != prefix:
+        raise InvalidInput(f"{text!r} is not a valid {prefix}- id ({prefix}- and hex digits)")
+    return int(match.group(2), 16)
+
+
+def resource_type(resource_id: str) -> str | None:
+    """The EC2 resource type of an id ("instance", "image"...), None when not ours."""
+    match = _NUMBERED.fullmatch(resource_id)
+    return RESOURCE_TYPES.get(match.group(1)) if match else None
 
 
 # EC2 instance states: (code, name). Transient Stratus states map to where they lead.
@@ -90,7 +154,8 @@ class InstanceMetadata:
     """The EC2 facts of a VM, kept in its template's METADATA section (all optional).
 
     Keys there: INSTANCE_TYPE, KEY_NAME, PUBLIC_KEY (OpenSSH), SECURITY_GROUPS
-    (comma-separated names), USER_DATA (base64), AVAILABILITY_ZONE, AMI_ID.
+    (comma-separated names), USER_DATA (base64), AVAILABILITY_ZONE, AMI_ID, and
+    HTTP_TOKENS ("optional", the default: IMDSv1 and v2; "required": IMDSv2 only).
     """
 
     instance_type: str = ""
@@ -100,6 +165,12 @@ class InstanceMetadata:
     user_data: bytes = b""
     availability_zone: str = ""
     ami_id: str = ""
+    http_tokens: str = ""  # "" (= optional), "optional" or "required"
+
+    @property
+    def tokens_required(self) -> bool:
+        """Whether the metadata service answers only requests with an IMDSv2 token."""
+        return self.http_tokens == "required"
 
     @classmethod
     def from_section(cls, section: Mapping[str, str] | None) -> InstanceMetadata:
@@ -112,6 +183,12 @@ class InstanceMetadata:
         except (binascii.Error, ValueError) as exc:
             raise InvalidInput("METADATA USER_DATA is not base64", hint="encode it") from exc
         groups = section.get("SECURITY_GROUPS", "")
+        http_tokens = section.get("HTTP_TOKENS", "").strip().lower()
+        if http_tokens not in _HTTP_TOKENS:
+            raise InvalidInput(
+                f"METADATA HTTP_TOKENS = {section['HTTP_TOKENS']!r} is not valid",
+                hint='use "optional" (IMDSv1 and v2) or "required" (IMDSv2 only)',
+            )
         return cls(
             instance_type=section.get("INSTANCE_TYPE", ""),
             key_name=section.get("KEY_NAME", ""),
@@ -120,6 +197,7 @@ class InstanceMetadata:
             user_data=user_data,
             availability_zone=section.get("AVAILABILITY_ZONE", ""),
             ami_id=section.get("AMI_ID", ""),
+            http_tokens=http_tokens,
         )
 
     def to_section(self) -> dict[str, str]:
@@ -132,5 +210,6 @@ class InstanceMetadata:
             "USER_DATA": base64.b64encode(self.user_data).decode() if self.user_data else "",
             "AVAILABILITY_ZONE": self.availability_zone,
             "AMI_ID": self.ami_id,
+            "HTTP_TOKENS": self.http_tokens,
         }
         return {key: value for key, value in section.items() if value}

@@ -163,7 +163,8 @@ class OfferingFilter(HostFilter):
 
 
 class CoolDownFilter(HostFilter):
-    """Hosts, or every fitting offering on them, in a cool-down after a cloud error."""
+    """Hosts, or every fitting offering on them, in a cool-down after a cloud error or at
+    their instance-type quotas."""
 
     def applies(self, demand: Demand, state: PlanState) -> bool:
         return demand.prices is not None and bool(demand.prices.cooling_reasons)
@@ -176,10 +177,7 @@ class CoolDownFilter(HostFilter):
         assert demand.prices is not None
         reasons = demand.prices.cooling_reasons
         counts = Counter(reasons.get(row, "") for row in rows.tolist())
-        return ", ".join(
-            f"{n} cooling down after {reason}" if reason else f"{n} cooling down"
-            for reason, n in sorted(counts.items())
-        )
+        return ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
 
 
 class DispatchLimitFilter(HostFilter):

@@ -92,6 +92,10 @@ class _Expressions:
             raise InvalidInput(f"{attribute}: {parsed}") from parsed
         return parsed
 
+    def prices_changed(self) -> None:
+        """Forget the demands (they hold prices); requirements stay compiled."""
+        self._demands.clear()
+
     def demand(self, vm: PendingVm) -> Demand:
         """What the VM asks of a host, its requirement compiled once per distinct text."""
         key = (vm.cpu, vm.memory, vm.requirements, vm.exclude_hosts, vm.vcpu)
@@ -293,16 +297,18 @@ def plan(
     *,
     spend: Mapping[str, float] | None = None,
     unavailable: Iterable[Unavailable] = (),
+    type_usage: Mapping[int, Mapping[str, int]] | None = None,
 ) -> Plan:
     """Places what fits, in priority order; `hosts` keeps the capacity the placements take.
 
     `spend`: what the public clouds cost now, provider -> USD per hour (for the budgets);
-    `unavailable`: hosts or offerings in a cool-down, skipped with their reason.
+    `unavailable`: hosts or offerings in a cool-down, skipped with their reason;
+    `type_usage`: host id -> instance type -> instances running, for per-type quotas.
     """
     cooling = tuple(unavailable)
     pricing = None
     if config.catalogue is not None or config.budgets or cooling or config.policy in COST_POLICIES:
-        pricing = HostPricing(hosts, config.catalogue, cooling)
+        pricing = HostPricing(hosts, config.catalogue, cooling, type_usage)
     budget = Budget(pricing, config.budgets, spend or {}) if pricing and config.budgets else None
     state = PlanState(hosts, np.zeros(hosts.size, dtype=np.intp), config.max_per_host, budget)
     expressions = _Expressions(hosts, config, pricing)
@@ -346,6 +352,10 @@ def plan(
             )
             if budget is not None:
                 budget.charge(row, price)
+            if pricing.take(row, offering):  # a quota filled: price every shape again
+                shapes.clear()
+                expressions.prices_changed()
+                tiers = _TierCache(config.policy, pricing)
         hosts.place(row, vm.cpu, vm.memory)
         state.dispatched[row] += 1
         changes.record(row)

@@ -9,6 +9,10 @@ costs its PRICE label per VM-hour, 0 when absent. Prices are computed once per V
 (CPU, memory) for all hosts: per group of hosts sharing provider, region, types and market,
 then per host only for the few with an offering cooling down.
 
+A public host's INSTANCE_TYPES label with counts (`m1.small=4`) is also a quota per type:
+`type_usage` says how many instances of each type run there, a full type is skipped like
+an offering cooling down, and `take()` counts the placements of one plan() call.
+
 Budgets cap the spend per hour of public hosts, per provider and overall ("*"); the spend
 only grows during one plan() call, so a host over budget stays over until the call ends.
 """
@@ -46,7 +50,8 @@ class ShapePrices:
     offerings: TextArray  # instance type per row, "" for hosts priced by their PRICE label
     no_fit: BoolArray  # catalogued public hosts where no instance type fits the VM
     cooling: BoolArray  # hosts unavailable, or whose every fitting offering is
-    cooling_reasons: Mapping[int, str]  # row -> the cool-down reason, for the cooling rows
+    #: row -> why, for the cooling rows: "cooling down after X" or "at the T quota (4 of 4)"
+    cooling_reasons: Mapping[int, str]
 
 
 def money(value: float) -> str:
@@ -59,8 +64,21 @@ def _type_names(text: object) -> frozenset[str] | None:
     """`m1.small=4, m1.large=1` or `m1.small m1.large` -> the names; None when absent."""
     if not isinstance(text, str) or not text.strip():
         return None
-    items = text.replace(",", " ").split()
-    return frozenset(item.partition("=")[0].strip() for item in items)
+    return frozenset(_type_quotas(text)) | frozenset(
+        item for item in text.replace(",", " ").split() if "=" not in item
+    )
+
+
+def _type_quotas(text: object) -> dict[str, int]:
+    """`m1.small=4, m1.large=1` -> {"m1.small": 4, "m1.large": 1}; names without a count
+    have no quota (unparsable counts are ignored: the host probe reports them)."""
+    quotas: dict[str, int] = {}
+    if isinstance(text, str):
+        for item in text.replace(",", " ").split():
+            name, sep, count = item.partition("=")
+            if sep and count.strip().isdigit():
+                quotas[name.strip()] = int(count)
+    return quotas
 
 
 class HostPricing:
@@ -71,6 +89,7 @@ class HostPricing:
         hosts: HostSnapshot,
         catalogue: Catalogue | None,
         unavailable: Iterable[Unavailable] = (),
+        type_usage: Mapping[int, Mapping[str, int]] | None = None,
     ) -> None:
         size = hosts.size
         self.public: BoolArray = np.asarray(hosts.text("PUBLIC_CLOUD") == "YES", dtype=bool)
@@ -96,11 +115,39 @@ class HostPricing:
             row = row_of.get(entry.host_id)
             if row is None:
                 continue
+            why = f"cooling down after {entry.reason}" if entry.reason else "cooling down"
             if entry.offering is None:
-                self._host_down[row] = entry.reason
+                self._host_down[row] = why
             else:
-                self._offering_down.setdefault(row, {})[entry.offering] = entry.reason
+                self._offering_down.setdefault(row, {})[entry.offering] = why
         self._shapes: dict[tuple[float, int], ShapePrices] = {}
+        self._quota: dict[int, dict[str, tuple[int, int]]] = {}  # row -> type -> (left, of)
+        usage = type_usage or {}
+        labels = hosts.text("INSTANCE_TYPES")
+        for row in np.flatnonzero(self.public & (self.group_of >= 0)).tolist():
+            quotas = _type_quotas(labels[row])
+            used = usage.get(int(hosts.ids[row]), {})
+            for name, limit in quotas.items():
+                self._quota.setdefault(row, {})[name] = (limit - used.get(name, 0), limit)
+                if limit - used.get(name, 0) <= 0:
+                    self._type_full(row, name, limit)
+
+    def _type_full(self, row: int, name: str, limit: int) -> None:
+        down = self._offering_down.setdefault(row, {})
+        down.setdefault(name, f"at the {name} quota ({limit} of {limit} in use)")
+
+    def take(self, row: int, offering: str) -> bool:
+        """Count one placement of `offering` on `row`; True when that fills its quota (the
+        prices computed so far are then stale: the caller asks `for_shape` again)."""
+        left, limit = self._quota.get(row, {}).get(offering, (0, 0))
+        if not limit:
+            return False
+        self._quota[row][offering] = (left - 1, limit)
+        if left - 1 > 0:
+            return False
+        self._type_full(row, offering, limit)
+        self._shapes.clear()
+        return True
 
     def _group_hosts(self, hosts: HostSnapshot, catalogue: Catalogue, providers: list[str]) -> None:
         """Public hosts the catalogue covers, grouped by (provider, region, types, spot)."""
@@ -151,10 +198,11 @@ class HostPricing:
             if group < 0 or no_fit[row]:
                 continue
             offering = _first_fitting(self._groups[group], cpu, memory, down)
-            if offering is None:  # every fitting offering is cooling down: name the cheapest's
+            if offering is None:  # every fitting offering is down: say why, each reason once
                 cooling[row] = True
-                first = _first_fitting(self._groups[group], cpu, memory, {})
-                reasons[row] = down[first.name] if first else ""
+                fitting = [o.name for o in self._groups[group] if o.fits(cpu, memory)]
+                why = dict.fromkeys(down[name] for name in fitting if name in down)
+                reasons[row] = " and ".join(why) or "cooling down"
                 cost[row], offerings[row] = np.inf, ""
             else:
                 cost[row], offerings[row] = offering.price_per_hour, offering.name

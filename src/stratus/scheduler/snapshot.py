@@ -29,8 +29,13 @@ DYNAMIC_COLUMNS: frozenset[str] = frozenset(
 
 
 def _attributes(host: Host) -> dict[str, object]:
-    """A host's static attributes: monitoring, then labels, then the built-in columns win."""
-    attrs: dict[str, object] = {key.upper(): value for key, value in host.monitoring.items()}
+    """A host's static attributes: monitoring, then labels, then the built-in columns win.
+
+    PUBLIC_CLOUD is "NO" unless a label or the probe says otherwise, so that
+    `PUBLIC_CLOUD != "YES"` holds on local hosts (a missing attribute compares false).
+    """
+    attrs: dict[str, object] = {"PUBLIC_CLOUD": "NO"}
+    attrs.update((key.upper(), value) for key, value in host.monitoring.items())
     attrs.update((key.upper(), value) for key, value in host.labels.items())
     attrs.update(
         ID=host.id,

@@ -78,6 +78,7 @@ class ImageUse:
     format: str
     path: str
     persistent: bool
+    checksum: str = ""  # "sha256:<hex>"
 
 
 def vm_image_uses(conn: Connection, vm_id: int) -> list[ImageUse]:
@@ -91,12 +92,13 @@ def vm_image_uses(conn: Connection, vm_id: int) -> list[ImageUse]:
             images.c.format,
             images.c.path,
             images.c.persistent,
+            images.c.checksum,
         )
         .select_from(image_uses.join(images, image_uses.c.image_id == images.c.id))
         .where(image_uses.c.vm_id == vm_id)
         .order_by(image_uses.c.disk_index)
     )
-    return [ImageUse(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows]
+    return [ImageUse(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7]) for r in rows]
 
 
 def _check_use(name: str, kind: str, index: int) -> None:

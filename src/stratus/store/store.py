@@ -230,6 +230,11 @@ class Store:
                 conn, where=vms_mod.on_host_filter(host_id), with_template=False
             )
 
+    def placed_info(self, host_ids: Collection[int]) -> list[tuple[int, dict[str, Any]]]:
+        """(host id, info) of the VMs holding capacity on these hosts: prices, types."""
+        with db.read(self.engine) as conn:
+            return vms_mod.placed_info(conn, host_ids)
+
     def apply(self, changes: Sequence[VmChange]) -> list[Vm | Conflict]:
         """Apply changes in one transaction; per item the new Vm or the Conflict refusing it."""
         if not changes:

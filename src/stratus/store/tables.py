@@ -290,3 +290,147 @@ leases = Table(
 )
 Index("ix_leases_vm_id", leases.c.vm_id)
 Index("uq_leases_vnet_mac", leases.c.vnet_id, leases.c.mac, unique=True)
+
+# EC2 API (issue 5). EC2 users and their access keys (the secret sealed by the engine's
+# SecretBox: SigV4 needs the plaintext to verify, so it is encrypted, never hashed), and
+# the EC2-only facts of their objects; VMs and images themselves stay in vms and images.
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("quota", JsonText, nullable=True),  # {"vms", "cpu", "memory"} (each may be null)
+    Column("created", UtcDateTime, nullable=False),
+)
+
+access_keys = Table(
+    "access_keys",
+    metadata,
+    Column("access_key_id", String(20), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("secret", Text, nullable=False),  # sealed (engine/secrets.py): never plaintext
+    Column("created", UtcDateTime, nullable=False),
+)
+Index("ix_access_keys_user_id", access_keys.c.user_id)
+
+# The VMs made by RunInstances: who owns each, its reservation and ClientToken.
+ec2_instances = Table(
+    "ec2_instances",
+    metadata,
+    Column("vm_id", Integer, ForeignKey("vms.id"), primary_key=True),
+    Column("instance_id", String(20), nullable=False, unique=True),  # i-..., to join tags
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("reservation_id", String(20), nullable=False),
+    Column("client_token", String(64), nullable=True),
+    Column("launch_index", Integer, nullable=False),
+    Column("instance_type", String(32), nullable=False),  # also in METADATA; here to filter
+)
+Index("ix_ec2_instances_user_id", ec2_instances.c.user_id, ec2_instances.c.vm_id)
+Index(
+    "uq_ec2_instances_user_token",
+    ec2_instances.c.user_id,
+    ec2_instances.c.client_token,
+    ec2_instances.c.launch_index,
+    unique=True,
+)
+
+# Images registered through RegisterImage: owner, kernel and ramdisk to boot them with.
+# An image deleted by other means takes its row with it.
+ec2_images = Table(
+    "ec2_images",
+    metadata,
+    Column("image_id", Integer, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=True),
+    Column("kernel_id", Integer, ForeignKey("images.id", ondelete="SET NULL"), nullable=True),
+    Column("ramdisk_id", Integer, ForeignKey("images.id", ondelete="SET NULL"), nullable=True),
+    Column("root_device", String(64), nullable=False),
+    Column("created", UtcDateTime, nullable=False),
+)
+Index("ix_ec2_images_user_id", ec2_images.c.user_id)
+
+ec2_keypairs = Table(
+    "ec2_keypairs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("key_type", String(16), nullable=False),  # rsa | ed25519
+    Column("fingerprint", String(128), nullable=False),
+    Column("public_key", Text, nullable=False),  # OpenSSH text
+    Column("created", UtcDateTime, nullable=False),
+)
+Index("uq_ec2_keypairs_user_name", ec2_keypairs.c.user_id, ec2_keypairs.c.name, unique=True)
+
+# Rules are kept and shown; Stratus does not enforce them on its networks.
+ec2_security_groups = Table(
+    "ec2_security_groups",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("description", String(255), nullable=False),
+    Column("rules", JsonText, nullable=False),
+    Column("created", UtcDateTime, nullable=False),
+)
+Index(
+    "uq_ec2_security_groups_user_name",
+    ec2_security_groups.c.user_id,
+    ec2_security_groups.c.name,
+    unique=True,
+)
+
+# Elastic addresses from the configured pool; an association is bookkeeping (no NAT).
+ec2_addresses = Table(
+    "ec2_addresses",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("public_ip", String(45), nullable=False, unique=True),
+    Column("vm_id", Integer, ForeignKey("vms.id"), nullable=True),
+    Column("created", UtcDateTime, nullable=False),
+)
+Index("ix_ec2_addresses_user_id", ec2_addresses.c.user_id)
+Index("ix_ec2_addresses_vm_id", ec2_addresses.c.vm_id)
+
+ec2_tags = Table(
+    "ec2_tags",
+    metadata,
+    Column("resource_id", String(64), primary_key=True),  # i-..., ami-..., sg-...
+    Column("key", String(128), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("value", String(256), nullable=False),
+)
+Index("ix_ec2_tags_user_id", ec2_tags.c.user_id, ec2_tags.c.resource_id)
+
+# Overlay networks (issue 5). One hub per network (its keys sealed by the engine, never
+# plaintext) and a row per remote machine or site; tunnel addresses are leases of the network.
+overlays = Table(
+    "overlays",
+    metadata,
+    Column("vnet_id", Integer, ForeignKey("vnets.id"), primary_key=True, autoincrement=False),
+    Column("kind", String(16), nullable=False),  # wireguard | openvpn
+    Column("endpoint", String(270), nullable=False),  # HOST:PORT the peers dial
+    Column("listen_port", Integer, nullable=False),
+    Column("host", String(255), nullable=True),  # the Stratus host running the hub; NULL: local
+    Column("hub_ip", String(15), nullable=False),  # a lease held in the network
+    Column("hub_public", Text, nullable=False),
+    Column("hub_secret", Text, nullable=False),  # sealed (engine/secrets.py)
+    Column("created", UtcDateTime, nullable=False),
+)
+
+overlay_peers = Table(
+    "overlay_peers",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("vnet_id", Integer, ForeignKey("overlays.vnet_id"), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("kind", String(8), nullable=False),  # vm | site
+    Column("vm_id", Integer, ForeignKey("vms.id"), nullable=True),
+    Column("nic_index", Integer, nullable=True),
+    Column("address", String(18), nullable=False),  # a lease IP, or a site's subnet (CIDR)
+    Column("public", Text, nullable=False),
+    Column("secret", Text, nullable=False),  # sealed (engine/secrets.py)
+    Column("created", UtcDateTime, nullable=False),
+)
+Index("uq_overlay_peers_vnet_name", overlay_peers.c.vnet_id, overlay_peers.c.name, unique=True)
+Index("ix_overlay_peers_vm_id", overlay_peers.c.vm_id)

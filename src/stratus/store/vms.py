@@ -46,6 +46,7 @@ __all__ = [
     "listing_filter",
     "on_host_filter",
     "pending_filter",
+    "placed_info",
     "select_vms",
     "vm_query",
     "vm_reader",
@@ -348,6 +349,14 @@ def on_host_filter(host_id: int) -> list[ColumnElement[bool]]:
         or_(vms.c.host_id == host_id, vms.c.target_host_id == host_id),
         vms.c.state != VmState.DONE.value,
     ]
+
+
+def placed_info(conn: Connection, host_ids: Collection[int]) -> list[tuple[int, dict[str, Any]]]:
+    """(host id, info) of the VMs holding capacity on these hosts (their host_id, not DONE)."""
+    stmt = select(vms.c.host_id, vms.c.info).where(
+        vms.c.host_id.in_(list(host_ids)), vms.c.state != VmState.DONE.value
+    )
+    return [(int(host_id), info or {}) for host_id, info in conn.execute(stmt)]
 
 
 def count_vms(conn: Connection, state: VmState | None) -> int:
