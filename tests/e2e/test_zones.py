@@ -202,3 +202,21 @@ def test_the_zone_secret_never_shows_in_a(zone_a: Daemon) -> None:
     assert secret not in str(zone_a.api("GET", "/hosts/zone-b"))
     assert secret not in (zone_a.data_dir / "stratus.log").read_text()
     assert secret not in cli(zone_a, "zone", "list", "--json")
+
+
+def test_an_image_marked_prestage_is_copied_to_the_zone_before_any_vm_needs_it(
+    zone_a: Daemon, zone_b: Daemon
+) -> None:
+    image = register(zone_a, "golden", ensure_appliance().rootfs, "OS")
+    cli(zone_a, "image", "prestage", "golden")
+    assert zone_a.api("GET", "/images/golden")["prestage"] is True
+
+    def staged() -> dict[str, Any] | None:
+        found = [
+            i for i in zone_b.api("GET", "/images")["items"] if i["name"].startswith("golden-")
+        ]
+        return found[0] if found and found[0]["state"] in ("READY", "USED") else None
+
+    copy = wait_for("the pre-staged copy in B", staged, 120)
+    assert copy["checksum"] == image["checksum"]  # verified by B on import
+    assert not [vm for vm in zone_a.all_vms() if vm["state"] != "DONE"]  # no VM needed it

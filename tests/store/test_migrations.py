@@ -36,7 +36,7 @@ def test_opening_an_empty_database_creates_every_table_and_index(empty_database_
         assert "ix_events_object" in {i["name"] for i in inspector.get_indexes("events")}
         assert "ix_history_host_id" in {i["name"] for i in inspector.get_indexes("history")}
         with store.engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0006"
 
 
 def test_opening_twice_keeps_the_data_and_the_schema_version(empty_database_url: str) -> None:
@@ -46,7 +46,7 @@ def test_opening_twice_keeps_the_data_and_the_schema_version(empty_database_url:
         assert again.get_host("kept").name == "kept"
         with again.engine.connect() as conn:
             versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
-        assert [row[0] for row in versions] == ["0005"]
+        assert [row[0] for row in versions] == ["0006"]
 
 
 def test_migrated_schema_matches_the_tables_the_code_uses(empty_database_url: str) -> None:

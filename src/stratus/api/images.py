@@ -38,6 +38,7 @@ def image_view(image: Image) -> dict[str, Any]:
         "type": image.type.value,
         "state": image.state.value,
         "persistent": image.persistent,
+        "prestage": image.prestage,
         "format": image.format,
         "size": image.size,
         "actual_size": image.actual_size,
@@ -101,11 +102,14 @@ async def show_image(store: StoreDep, ref: ImageRef) -> Response:
     return JsonResponse(image_detail_view(image, events))
 
 
-@router.post("/{ref}/{operation}", response_model=ImageOut, summary="Enable or disable")
+@router.post("/{ref}/{operation}", response_model=ImageOut, summary="Enable, disable, prestage...")
 async def operate_image(engine: EngineDep, ref: ImageRef, operation: ImageOperation) -> Response:
-    """enable: usable by new VMs again; disable: kept, but no new VM may use it."""
-    op: ImageOp = "enable" if operation is ImageOperation.ENABLE else "disable"
+    """enable: usable by new VMs again; disable: kept, but no new VM may use it;
+    prestage: copied to every partner zone ahead of need; on-demand: only when needed."""
+    op: ImageOp = operation.value
     image = await engine.images.operate(host_ref(ref), op)
+    if operation is ImageOperation.PRESTAGE:
+        engine.stager.wake()
     return JsonResponse(image_view(image))
 
 

@@ -355,6 +355,8 @@ class ImageIn(_Strict):
 class ImageOperation(StrEnum):
     ENABLE = "enable"
     DISABLE = "disable"
+    PRESTAGE = "prestage"  # copy it to partner zones ahead of need
+    ON_DEMAND = "on-demand"  # copy it to a zone when a VM there needs it (the default)
 
 
 class ImageOut(BaseModel):
@@ -363,6 +365,7 @@ class ImageOut(BaseModel):
     type: ImageType
     state: ImageState = Field(description="USED: READY and used by VMs")
     persistent: bool
+    prestage: bool = Field(description="copied to partner zones ahead of need")
     format: str = Field(
         description='raw qcow2 vmdk vpc vdi tar dir iso kernel ramdisk file ("" while LOCKED)'
     )

@@ -176,6 +176,8 @@ def _operation(operation: str, summary: str) -> None:
 for _name, _summary in (
     ("enable", "Let new VMs use a disabled image again."),
     ("disable", "Keep an image but let no new VM use it."),
+    ("prestage", "Copy an image to every partner zone ahead of need."),
+    ("on-demand", "Copy an image to a partner zone only when a VM there needs it."),
 ):
     _operation(_name, _summary)
 

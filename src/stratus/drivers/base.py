@@ -177,6 +177,11 @@ class Driver(ABC):
         driver implies none (hypervisors: give the capacity)."""
         return None
 
+    async def stage_image(self, host: HostInfo, disk: DiskSpec) -> str:
+        """Copy an image to the host ahead of need (a partner zone imports it from
+        `disk.url`); the host's id for it. Unsupported unless the driver does it."""
+        raise Unsupported(f"the {self.name} driver does not stage images ahead of need")
+
     @abstractmethod
     async def probe(self, host: HostInfo) -> ProbeResult:
         """Measure the host and list its instances; HostUnreachable if it does not answer."""

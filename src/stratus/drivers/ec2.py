@@ -26,6 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from stratus.drivers.base import (
     DeploySpec,
+    DiskSpec,
     Driver,
     HostDefaults,
     HostInfo,
@@ -246,8 +247,12 @@ class Ec2Driver(Driver):
             await self._image_for(host, spec)
 
     async def _image_for(self, host: HostInfo, spec: DeploySpec) -> str:
+        return await self.stage_image(host, spec.disks[0])
+
+    async def stage_image(self, host: HostInfo, disk: DiskSpec) -> str:
+        """The endpoint's AMI of the image: imported there from its link when missing."""
         wait = float(host.options.get("image_timeout", 1800.0))
-        return await ensure_image(partial(self._call, host), spec.disks[0], timeout=wait)
+        return await ensure_image(partial(self._call, host), disk, timeout=wait)
 
     async def _run(self, host: HostInfo, spec: DeploySpec, section: dict[str, str]) -> str:
         names, group_ids = security_group_refs(section)

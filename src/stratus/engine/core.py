@@ -31,6 +31,7 @@ from stratus.engine.resources import ResourceResolver
 from stratus.engine.runner import DbRunner
 from stratus.engine.saveas import save_disk_as
 from stratus.engine.scheduling import SchedulerLoop
+from stratus.engine.zone_staging import ZoneStager
 from stratus.model.credentials import check_no_secret_options, check_secrets
 from stratus.model.errors import Conflict, InvalidInput
 from stratus.model.lifecycle import Operation, RecoverMode, VmState
@@ -81,6 +82,7 @@ class Engine:
             public_url=self.config.public_url,
         )
         self.metadata = MetadataService(self.db, data_dir, self.config.availability_zone)
+        self.stager = ZoneStager(self.db, self.drivers, self.image_links, self.config.public_url)
         self._tasks: list[asyncio.Task[None]] = []
         self._batcher: ChangeBatcher | None = None
         self.dispatcher: Dispatcher | None = None
@@ -125,6 +127,7 @@ class Engine:
             ("dispatcher", dispatcher.run),
             ("scheduler", scheduler.run),
             ("monitor", monitor.run),
+            ("zone staging", self.stager.run),
         ):
             self._tasks.append(asyncio.create_task(loop(), name=name))
         log.info("engine started")

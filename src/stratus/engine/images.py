@@ -33,7 +33,7 @@ __all__ = ["INTERRUPTED", "ImageOp", "ImageService", "ImportLimits"]
 
 log = logging.getLogger(__name__)
 
-ImageOp = Literal["enable", "disable"]
+ImageOp = Literal["enable", "disable", "prestage", "on-demand"]
 DATASTORE = "images"  # the image datastore's name: <data dir>/datastores/images
 INTERRUPTED = "import interrupted by a restart; delete it and register again"
 SHUT_DOWN = "import interrupted by a shutdown of the daemon; delete it and register again"
@@ -180,9 +180,14 @@ class ImageService:
             self._imports.pop(image_id, None)
 
     async def operate(self, ref: int | str, op: ImageOp) -> Image:
-        """enable (DISABLED -> READY) or disable (READY -> DISABLED: no new VM may use it)."""
+        """enable (DISABLED -> READY) or disable (READY -> DISABLED: no new VM may use it);
+        prestage / on-demand: copy it to partner zones ahead of need, or when a VM needs it."""
+        if op in ("prestage", "on-demand"):
+            return await asyncio.to_thread(self.store.set_image_prestage, ref, op == "prestage")
         if op not in ("enable", "disable"):
-            raise InvalidInput(f"unknown image operation {op!r}", hint="use enable or disable")
+            raise InvalidInput(
+                f"unknown image operation {op!r}", hint="use enable, disable, prestage or on-demand"
+            )
         return await asyncio.to_thread(self.store.set_image_enabled, ref, op == "enable")
 
     async def delete(self, ref: int | str) -> Image:

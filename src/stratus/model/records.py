@@ -171,6 +171,7 @@ class Image:
     updated: datetime
     version: int
     vms: tuple[int, ...] = ()  # ids of the VMs using it, ascending
+    prestage: bool = False  # copied to partner zones ahead of need (else on demand)
 
 
 # virtual networks

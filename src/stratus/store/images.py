@@ -35,6 +35,7 @@ __all__ = [
     "remove_image",
     "select_images",
     "set_image_enabled",
+    "set_image_prestage",
     "set_import_progress",
 ]
 
@@ -71,6 +72,7 @@ def _image(row: Row[Any], users: Sequence[int]) -> Image:
         updated=row.updated,
         version=row.version,
         vms=tuple(users),
+        prestage=bool(row.prestage),
     )
 
 
@@ -292,6 +294,18 @@ def set_image_enabled(conn: Connection, now: datetime, ref: int | str, enabled: 
         )
     reason = "enabled" if enabled else "disabled: no new VM may use it"
     return _move(conn, now, image, want, reason)
+
+
+def set_image_prestage(conn: Connection, ref: int | str, prestage: bool) -> Image:
+    """Mark an image for pre-staging to partner zones, or back to on demand."""
+    image = find_image(conn, ref, lock=True)
+    if image.prestage is not prestage:
+        conn.execute(
+            images.update()
+            .where(images.c.id == image.id)
+            .values(prestage=prestage, version=images.c.version + 1)
+        )
+    return find_image(conn, image.id)
 
 
 def _vm_list(conn: Connection, vm_ids: Sequence[int], shown: int = 5) -> str:

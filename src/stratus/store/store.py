@@ -394,6 +394,10 @@ class Store:
         with db.write(self.engine) as conn:
             return images_mod.set_image_enabled(conn, self._clock(), ref, enabled)
 
+    def set_image_prestage(self, ref: int | str, prestage: bool) -> Image:
+        with db.write(self.engine) as conn:
+            return images_mod.set_image_prestage(conn, ref, prestage)
+
     def delete_image(self, ref: int | str) -> Image:
         """Delete an image's record (Conflict while VMs use it or it imports); returns it."""
         with db.write(self.engine) as conn:

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
 )
 
 from stratus.model.errors import InvalidInput
@@ -244,6 +245,8 @@ images = Table(
     Column("created", UtcDateTime, nullable=False),
     Column("updated", UtcDateTime, nullable=False),
     Column("version", Integer, nullable=False),
+    # copied to every partner zone ahead of need, rather than when a VM bursts there
+    Column("prestage", Boolean, nullable=False, server_default=false()),
 )
 
 # Which VM uses which image (one row per disk): an image with uses is USED and cannot be
