@@ -37,6 +37,22 @@ if [ ! -x .tools/bin/uv ]; then
     fi
 fi
 
+# install_missing WHAT PACKAGE:COMMAND...: apt-get the packages whose command is missing.
+install_missing() {
+    what=$1
+    shift
+    missing=""
+    for pair in "$@"; do
+        if ! PATH="$PATH:/usr/sbin:/sbin" command -v "${pair#*:}" >/dev/null 2>&1; then
+            missing="$missing ${pair%%:*}"
+        fi
+    done
+    if [ -n "$missing" ]; then
+        # shellcheck disable=SC2086 # word splitting intended
+        apt_install $missing || echo "bootstrap: $what will fail without:$missing" >&2
+    fi
+}
+
 for extra in "$@"; do
     case "$extra" in
     postgres)
@@ -46,37 +62,16 @@ for extra in "$@"; do
         ;;
     virt)
         # Real hypervisors, host access and the appliance build (apt-get download + dpkg -x).
-        missing=""
-        for pair in qemu-system-x86:qemu-system-x86_64 qemu-utils:qemu-img lxc:lxc-start \
-            busybox-static:busybox openssh-server:sshd openssh-client:ssh rsync:rsync \
-            kmod:depmod cpio:cpio iproute2:ip e2fsprogs:mke2fs nftables:nft; do
-            pkg=${pair%%:*}
-            cmd=${pair#*:}
-            if ! PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1; then
-                missing="$missing $pkg"
-            fi
-        done
-        if [ -n "$missing" ]; then
-            # shellcheck disable=SC2086 # word splitting intended
-            apt_install $missing || echo "bootstrap: VM and container tests will fail without:$missing" >&2
-        fi
+        install_missing "VM and container tests" qemu-system-x86:qemu-system-x86_64 \
+            qemu-utils:qemu-img lxc:lxc-start busybox-static:busybox openssh-server:sshd \
+            openssh-client:ssh rsync:rsync kmod:depmod cpio:cpio iproute2:ip \
+            e2fsprogs:mke2fs nftables:nft
         ;;
     net)
         # Overlay networks: the userspace WireGuard (kernels without the module), wg and
         # wg-quick, OpenVPN, and tcpdump for the tests' underlay captures.
-        missing=""
-        for pair in wireguard-go:wireguard-go wireguard-tools:wg openvpn:openvpn \
-            tcpdump:tcpdump; do
-            pkg=${pair%%:*}
-            cmd=${pair#*:}
-            if ! PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1; then
-                missing="$missing $pkg"
-            fi
-        done
-        if [ -n "$missing" ]; then
-            # shellcheck disable=SC2086 # word splitting intended
-            apt_install $missing || echo "bootstrap: overlay tests will fail without:$missing" >&2
-        fi
+        install_missing "overlay tests" wireguard-go:wireguard-go wireguard-tools:wg \
+            openvpn:openvpn tcpdump:tcpdump
         ;;
     *) echo "bootstrap: unknown extra $extra" >&2; exit 2 ;;
     esac
