@@ -132,3 +132,11 @@ def test_removing_a_peer_gives_its_address_back(store: Store) -> None:
     assert held(store) == {overlay.hub_ip}
     with pytest.raises(NotFound, match="has no peer laptop"):
         write(store, rows.remove_peer, "lan", "laptop")
+
+
+def test_a_network_with_an_overlay_cannot_be_deleted_and_says_how(store: Store) -> None:
+    enable(store)
+    with pytest.raises(Conflict, match="has an overlay hub") as refused:
+        store.delete_vnet("lan")
+    assert refused.value.hint is not None and "overlay disable lan" in refused.value.hint
+    assert store.get_vnet("lan").name == "lan"  # nothing was deleted

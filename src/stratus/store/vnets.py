@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from stratus.model.errors import Conflict, NotFound
 from stratus.model.records import Lease, Vnet
 from stratus.model.vnet import Address, VnetSpec, address_at, locate
-from stratus.store.tables import leases, vnets
+from stratus.store.tables import leases, overlays, vnets
 
 __all__ = [
     "LeaseRequest",
@@ -153,6 +153,11 @@ def remove_vnet(conn: Connection, ref: int | str) -> Vnet:
         raise Conflict(
             f"network '{vnet.name}' still leases addresses to VMs {shown}: terminate them "
             "(a VM's leases are freed when it ends), then delete the network"
+        )
+    if conn.execute(select(overlays.c.vnet_id).where(overlays.c.vnet_id == vnet.id)).first():
+        raise Conflict(
+            f"network '{vnet.name}' has an overlay hub",
+            hint=f"`stratus vnet overlay disable {vnet.name}` first, then delete the network",
         )
     conn.execute(leases.delete().where(leases.c.vnet_id == vnet.id))
     conn.execute(vnets.delete().where(vnets.c.id == vnet.id))
