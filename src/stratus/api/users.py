@@ -29,12 +29,24 @@ UserName = Annotated[
 KeyId = Annotated[str, Path(pattern=r"^AKIA[A-Z0-9]{16}$", description="access key id")]
 
 
+#: bounds of a quota: far beyond any real pool, and within what the store keeps
+MAX_QUOTA_VMS = 10_000_000
+MAX_QUOTA_CPU = 10_000_000.0
+MAX_QUOTA_MEMORY = 2**42  # MB (4 EiB)
+
+
 class QuotaIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    vms: int | None = Field(default=None, ge=0, description="instances not terminated")
-    cpu: float | None = Field(default=None, ge=0, description="their CPUs in all")
-    memory: int | None = Field(default=None, ge=0, description="their memory in all (MB)")
+    vms: int | None = Field(
+        default=None, ge=0, le=MAX_QUOTA_VMS, description="instances not terminated"
+    )
+    cpu: float | None = Field(
+        default=None, ge=0, le=MAX_QUOTA_CPU, allow_inf_nan=False, description="their CPUs in all"
+    )
+    memory: int | None = Field(
+        default=None, ge=0, le=MAX_QUOTA_MEMORY, description="their memory in all (MB)"
+    )
 
 
 class UserIn(BaseModel):
