@@ -160,3 +160,16 @@ async def test_a_metadata_section_with_bad_user_data_is_refused_at_submit(
     with pytest.raises(InvalidInput, match="USER_DATA is not base64"):
         await cheapest.submit(TINY + 'METADATA = [ USER_DATA = "not base64!" ]\n')
     assert cheapest.store.count_vms() == 0
+
+
+@pytest.mark.anyio
+async def test_a_cloud_capacity_beyond_any_account_is_refused_with_what_to_do(
+    cheapest: Harness,
+) -> None:
+    options = {"region": "us-east-1", "capacity": f"m1.large={10**9}"}
+    with pytest.raises(InvalidInput, match="capacity must be") as refused:
+        await cheapest.engine.add_host(
+            "huge", "ec2", cpu=None, memory=None, labels={}, options=options
+        )
+    assert refused.value.hint is not None and "--capacity" in refused.value.hint
+    assert cheapest.store.all_hosts() == []

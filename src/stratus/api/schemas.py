@@ -27,7 +27,7 @@ from stratus.model.credentials import (
 )
 from stratus.model.errors import InvalidInput
 from stratus.model.lifecycle import Action, RecoverMode, VmState
-from stratus.model.records import HostState, ImageState, ImageType
+from stratus.model.records import MAX_HOST_CPU, MAX_HOST_MEMORY, HostState, ImageState, ImageType
 from stratus.model.units import parse_size_mb
 
 __all__ = [
@@ -71,8 +71,6 @@ __all__ = [
 #: Largest id a database column holds (signed 64-bit); larger ones cannot exist.
 MAX_ID = 2**63 - 1
 MAX_TEMPLATE = 1024 * 1024  # characters of a template (1 MB)
-MAX_HOST_MEMORY = 1024**3  # MB (1 PiB)
-MAX_HOST_CPU = 1_000_000.0
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 SIZE_PATTERN = r"^\s*[0-9]+(\.[0-9]+)?\s*([BbKkMmGgTt]|[KkMmGgTt][Ii]?[Bb])?\s*$"
 

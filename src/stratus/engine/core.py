@@ -35,7 +35,7 @@ from stratus.engine.zone_staging import ZoneStager
 from stratus.model.credentials import check_no_secret_options, check_secrets
 from stratus.model.errors import Conflict, InvalidInput
 from stratus.model.lifecycle import Operation, RecoverMode, VmState
-from stratus.model.records import Host, Image, Vm
+from stratus.model.records import MAX_HOST_CPU, MAX_HOST_MEMORY, Host, Image, Vm
 from stratus.store import Store
 
 __all__ = ["Engine", "HostOp", "SubmitResult"]
@@ -253,8 +253,12 @@ class Engine:
             raise InvalidInput(
                 f"a {driver} host needs its capacity", hint="give --cpu and --memory"
             )
-        if cpu <= 0 or memory <= 0:
-            raise InvalidInput("a host needs a positive CPU count and memory size")
+        if not (0 < cpu <= MAX_HOST_CPU and 0 < memory <= MAX_HOST_MEMORY):
+            raise InvalidInput(
+                f"a host's capacity must be 0-{MAX_HOST_CPU:g} CPUs and 1-{MAX_HOST_MEMORY} MB,"
+                f" not {cpu:g} CPUs and {memory} MB",
+                hint="give a smaller --capacity (instances per type) or --cpu/--memory",
+            )
         reserved = sorted({"cpu", "memory"} & {k.lower() for k in options})
         if reserved:
             raise InvalidInput(

@@ -11,6 +11,8 @@ from stratus.model.lifecycle import Action, VmState
 from stratus.model.vnet import VnetSpec
 
 __all__ = [
+    "MAX_HOST_CPU",
+    "MAX_HOST_MEMORY",
     "Event",
     "HistoryRecord",
     "Host",
@@ -31,6 +33,12 @@ class HostState(StrEnum):
     ERROR = "ERROR"  # stopped answering; its VMs are UNKNOWN
     DISABLED = "DISABLED"  # still monitored, takes no new VMs
     OFFLINE = "OFFLINE"  # not monitored, takes no new VMs
+
+
+#: the largest host capacity Stratus takes (what one host entry, or one cloud account's
+#: quotas together, could offer, far beyond real machines)
+MAX_HOST_CPU = 1_000_000.0
+MAX_HOST_MEMORY = 1024**3  # MB (1 PiB)
 
 
 @dataclass(frozen=True)
