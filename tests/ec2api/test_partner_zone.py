@@ -8,10 +8,21 @@ exactly as it would be on a partner zone.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
+import pytest
+
+from stratus.drivers.base import DiskSpec
+from stratus.drivers.cloud_errors import CloudError
+from stratus.drivers.ec2_images import ensure_image, remote_image_name
 from tests.e2e.conftest import wait_for, wait_state
 from tests.ec2api.conftest import REGION, Zone, instances_of
+from tests.imagefiles import FileServer, file_server, make_qcow2  # noqa: F401 (a fixture)
 
 
 def test_the_ec2_driver_deploys_and_terminates_through_this_api(zone: Zone) -> None:
@@ -71,3 +82,30 @@ def test_the_ec2_driver_deploys_and_terminates_through_this_api(zone: Zone) -> N
         assert partner.client.describe_security_groups()["SecurityGroups"] == []
     finally:
         daemon.api("DELETE", "/hosts/partner-zone")
+
+
+def test_an_image_whose_checksum_does_not_match_fails_and_frees_its_name(
+    zone: Zone,
+    file_server: FileServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    partner = zone.user("images")
+    content = make_qcow2(tmp_path / "disk.qcow2", "8M").read_bytes()
+    url = file_server.serve("/disk.qcow2", content)
+    wrong = "sha256:" + hashlib.sha256(b"something else").hexdigest()
+    disk = DiskSpec(0, 7, "golden", "/unused", "qcow2", "OS", False, checksum=wrong, url=url)
+
+    async def call(operation: str, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(getattr(partner.client, operation), **kwargs)
+
+    with pytest.raises(CloudError, match="could not import image golden"):
+        asyncio.run(ensure_image(call, disk, poll=0.1, timeout=60))
+    name = remote_image_name(disk)
+    left = partner.client.describe_images(
+        Owners=["self"], Filters=[{"Name": "name", "Values": [name]}]
+    )
+    assert left["Images"] == []  # deregistered: a later deploy may try again
+    right = replace(disk, checksum="sha256:" + hashlib.sha256(content).hexdigest())
+    ami = asyncio.run(ensure_image(call, right, poll=0.1, timeout=60))
+    [image] = partner.client.describe_images(ImageIds=[ami])["Images"]
+    assert image["State"] == "available" and image["Name"] == remote_image_name(right)

@@ -11,6 +11,7 @@ every later deploy finds again with DescribeImages, whichever zone process asks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -54,6 +55,9 @@ async def ensure_image(
     while found["State"] != "available":
         if found["State"] in ("failed", "invalid", "deregistered", "error"):
             reason = found.get("StateReason", {}).get("Message") or found["State"]
+            if found["State"] != "deregistered":  # free the name: a later deploy tries anew
+                with contextlib.suppress(CloudError):
+                    await call("deregister_image", ImageId=found["ImageId"])
             raise CloudError(
                 f"the endpoint could not import image {disk.image} as {name}: {reason}",
                 code="InvalidAMIID.Unavailable",

@@ -26,8 +26,9 @@ A = Action
 S = VmState
 _HARD = {A.TERMINATE_HARD, A.POWEROFF_HARD, A.UNDEPLOY_HARD}
 _BEST_EFFORT = {A.DELETE, A.RECREATE}
-#: what the scheduler and failover wrote in a VM's info, kept when a driver reports
-PLACEMENT_INFO = ("offering", "price_per_hour", "failovers")
+#: what the scheduler wrote in a VM's info, kept when a driver reports (the failover count
+#: is not: it counts refusals until the VM runs)
+PLACEMENT_INFO = ("offering", "price_per_hour")
 
 
 @dataclass(frozen=True)
