@@ -47,6 +47,16 @@ def wait_for(what: str, check: Any, timeout: float, interval: float = 0.5) -> An
     raise AssertionError(f"{what} did not happen within {timeout} s (last: {last!r})")
 
 
+def wait_monitored(daemon: Daemon, *names: str, timeout: float = 30) -> None:
+    """Wait until each named host is MONITORED (probed and schedulable)."""
+    for name in names:
+        wait_for(
+            f"host {name} MONITORED",
+            lambda n=name: daemon.api("GET", f"/hosts/{n}")["state"] == "MONITORED",
+            timeout,
+        )
+
+
 def wait_state(daemon: Daemon, vm_id: int, state: str, timeout: float = 90) -> dict[str, Any]:
     def check() -> dict[str, Any] | None:
         vm: dict[str, Any] = daemon.api("GET", f"/vms/{vm_id}")
@@ -100,12 +110,7 @@ def cloud_daemon(data_dir: Path, *args: str) -> Iterator[Daemon]:
         for name in ("qemu-a", "qemu-b"):
             host = {"name": name, "driver": "qemu", "cpu": 2, "memory": "2G"}
             daemon.api("POST", "/hosts", json=host)
-        for name in ("qemu-a", "qemu-b"):
-            wait_for(
-                f"host {name} MONITORED",
-                lambda n=name: daemon.api("GET", f"/hosts/{n}")["state"] == "MONITORED",
-                30,
-            )
+        wait_monitored(daemon, "qemu-a", "qemu-b")
         yield daemon
     finally:
         try:

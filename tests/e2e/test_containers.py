@@ -11,7 +11,7 @@ import pytest
 
 from tests.appliance_support import ensure_appliance
 from tests.daemon.daemon import Daemon
-from tests.e2e.conftest import end_every_vm, register, wait_for
+from tests.e2e.conftest import end_every_vm, register, wait_for, wait_monitored
 from tests.netns import Netns, new_netns
 
 pytestmark = pytest.mark.slow
@@ -52,11 +52,7 @@ AR = [ TYPE = "IP4", IP = "192.168.170.100", SIZE = "50" ]
         daemon.api("POST", "/vnets", json={"template": network})
         host = {"name": "box", "driver": "lxc", "cpu": 2, "memory": "2G"}
         daemon.api("POST", "/hosts", json={**host, "options": {"netns": lab.name}})
-        wait_for(
-            "host box MONITORED",
-            lambda: daemon.api("GET", "/hosts/box")["state"] == "MONITORED",
-            30,
-        )
+        wait_monitored(daemon, "box")
         yield daemon
     finally:
         try:

@@ -11,7 +11,7 @@ import boto3
 import pytest
 
 from tests.daemon.daemon import Daemon
-from tests.e2e.conftest import wait_for, wait_state
+from tests.e2e.conftest import wait_for, wait_monitored, wait_state
 from tests.moto_server import MOTO_CREDENTIALS, ec2_host, running_moto
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ec2-hybrid.tmpl"
@@ -40,9 +40,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, endpoint: str) -> Iterator[
     d = Daemon(tmp_path_factory.mktemp("ec2"), "--monitor-interval", "1").start()
     try:
         d.api("POST", "/hosts", json=ec2_host("ec2", endpoint, region=REGION))
-        wait_for(
-            "host ec2 MONITORED", lambda: d.api("GET", "/hosts/ec2")["state"] == "MONITORED", 30
-        )
+        wait_monitored(d, "ec2")
         yield d
     finally:
         d.stop()
@@ -96,12 +94,7 @@ def test_local_first_bursts_the_overflow_to_ec2_in_one_cycle_and_terminates_it_a
         cloud = ec2_host("aws", endpoint, region=REGION)
         for host in (local, cloud):
             d.api("POST", "/hosts", json=host)
-        for name in ("local", "aws"):
-            wait_for(
-                f"{name} MONITORED",
-                lambda n=name: d.api("GET", f"/hosts/{n}")["state"] == "MONITORED",
-                30,
-            )
+        wait_monitored(d, "local", "aws")
         created = d.api("POST", "/vms", json={"template": HYBRID, "count": 6})
         ids = [vm["id"] for vm in created["vms"]]
         vms = [wait_state(d, vm_id, "RUNNING", timeout=60) for vm_id in ids]

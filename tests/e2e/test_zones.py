@@ -14,7 +14,7 @@ import pytest
 
 from tests.appliance_support import ensure_appliance
 from tests.daemon.daemon import STRATUS, Daemon
-from tests.e2e.conftest import end_every_vm, register, wait_for, wait_state
+from tests.e2e.conftest import end_every_vm, register, wait_for, wait_monitored, wait_state
 from tests.netns import Netns, new_netns
 
 pytestmark = pytest.mark.slow
@@ -63,7 +63,7 @@ def zone_b(tmp_path_factory: pytest.TempPathFactory, lab: Netns) -> Iterator[Dae
         # room for two m1.small instances (1 vCPU, 1740 MB each), the quota B grants A
         host = {"name": "box", "driver": "lxc", "cpu": 2, "memory": "4G"}
         daemon.api("POST", "/hosts", json={**host, "options": {"netns": lab.name}})
-        wait_for("B's host", lambda: daemon.api("GET", "/hosts/box")["state"] == "MONITORED", 30)
+        wait_monitored(daemon, "box")
         yield daemon
     finally:
         try:
@@ -102,12 +102,7 @@ def zone_a(tmp_path_factory: pytest.TempPathFactory, zone_b: Daemon) -> Iterator
             "--capacity",
             "m1.small=2",
         )
-        for name in ("local", "zone-b"):
-            wait_for(
-                f"A's host {name}",
-                lambda n=name: daemon.api("GET", f"/hosts/{n}")["state"] == "MONITORED",
-                30,
-            )
+        wait_monitored(daemon, "local", "zone-b")
         yield daemon
     finally:
         try:

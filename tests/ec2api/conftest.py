@@ -21,7 +21,7 @@ from botocore.config import Config
 
 from stratus.model.ec2ids import ami_id, kernel_id, ramdisk_id
 from tests.daemon.daemon import Daemon
-from tests.e2e.conftest import register, wait_for
+from tests.e2e.conftest import register, wait_for, wait_monitored
 from tests.imagefiles import cpio_bytes, make_bzimage, make_qcow2
 
 REGION = "stratus-test-1"
@@ -119,12 +119,7 @@ def zone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Zone]:
             "labels": {"HYPERVISOR": "qemu"},
         }
         daemon.api("POST", "/hosts", json=host)
-        wait_for(
-            "host node MONITORED",
-            lambda: daemon.api("GET", "/hosts/node")["state"] == "MONITORED",
-            20,
-            0.1,
-        )
+        wait_monitored(daemon, "node", timeout=20)
         endpoint = (daemon.data_dir / "endpoint").read_text().strip() + "/ec2"
         yield Zone(
             daemon=daemon,

@@ -20,7 +20,7 @@ import pytest
 from stratus.drivers.base import DiskSpec
 from stratus.drivers.cloud_errors import CloudError
 from stratus.drivers.ec2_images import ensure_image, remote_image_name
-from tests.e2e.conftest import wait_for, wait_state
+from tests.e2e.conftest import wait_monitored, wait_state
 from tests.ec2api.conftest import REGION, Zone, instances_of
 from tests.imagefiles import FileServer, file_server, make_qcow2  # noqa: F401 (a fixture)
 
@@ -46,12 +46,7 @@ def test_the_ec2_driver_deploys_and_terminates_through_this_api(zone: Zone) -> N
         },
     )
     try:
-        wait_for(
-            "partner-zone MONITORED",
-            lambda: daemon.api("GET", "/hosts/partner-zone")["state"] == "MONITORED",
-            20,
-            0.1,
-        )
+        wait_monitored(daemon, "partner-zone", timeout=20)
         template = {
             "NAME": "federated",
             "CPU": 1,

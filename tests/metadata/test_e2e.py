@@ -19,7 +19,7 @@ import pytest
 from stratus.model.ec2ids import instance_id
 from tests.appliance_support import ensure_appliance
 from tests.daemon.daemon import Daemon
-from tests.e2e.conftest import end_every_vm, register, wait_for
+from tests.e2e.conftest import end_every_vm, register, wait_for, wait_monitored
 from tests.netns import Netns, netns_available, new_netns
 
 pytestmark = [
@@ -110,12 +110,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, lab: Netns) -> Iterator[Dae
         daemon.api(
             "POST", "/hosts", json={"name": "vmm", "driver": "qemu", "cpu": 2, "memory": "2G"}
         )
-        for host in ("box", "vmm"):
-            wait_for(
-                f"host {host} MONITORED",
-                lambda h=host: daemon.api("GET", f"/hosts/{h}")["state"] == "MONITORED",
-                30,
-            )
+        wait_monitored(daemon, "box", "vmm")
         yield daemon
     finally:
         try:

@@ -25,7 +25,7 @@ import yaml
 
 from tests.appliance_support import ensure_appliance
 from tests.daemon.daemon import STRATUS, Daemon
-from tests.e2e.conftest import end_every_vm, register, wait_for, wait_state
+from tests.e2e.conftest import end_every_vm, register, wait_for, wait_monitored, wait_state
 from tests.moto_server import MOTO_CREDENTIALS, ec2_host, running_moto
 from tests.netns import Netns, netns_available, new_netns
 from tests.overlay.sites import (
@@ -112,11 +112,6 @@ def web(daemon: Daemon, sites: Sites) -> str:
     ip = str(lease["ip"])
     wait_for("web answering in site A", lambda: sites.a.http_get(f"http://{ip}/", 2), 60, 0.2)
     return ip
-
-
-def wait_monitored(daemon: Daemon, host: str) -> None:
-    state = lambda: daemon.api("GET", f"/hosts/{host}")["state"] == "MONITORED"  # noqa: E731
-    wait_for(f"host {host} MONITORED", state, 30)
 
 
 def stratus(daemon: Daemon, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
